@@ -1,0 +1,12 @@
+"""Train convolutional networks (the paper's CNN, ConvNeXt-T, DenseNet-121) on ChestX-ray14.
+
+accelerate launch recipes/convnet.py --config recipes/configs/<recipe>.yaml [--key value ...]
+python recipes/convnet.py --config recipes/configs/<recipe>.yaml [--key value ...]
+"""
+
+import sys
+
+from pipeline.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())

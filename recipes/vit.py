@@ -1,0 +1,12 @@
+"""Train Vision Transformers (ViT-B/16, ViT-B/32, the paper's small ViTs) on ChestX-ray14.
+
+accelerate launch recipes/vit.py --config recipes/configs/<recipe>.yaml [--key value ...]
+python recipes/vit.py --config recipes/configs/<recipe>.yaml [--key value ...]
+"""
+
+import sys
+
+from pipeline.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())

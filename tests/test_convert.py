@@ -1,0 +1,222 @@
+"""`chestxray convert` end to end: real sample, generated trees, bad inputs, overwrite and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import synthetic
+from pipeline.cli import main
+from pipeline.convert import convert
+from pipeline.labels import FINDINGS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_convert(root: Path, output: Path, *extra: str) -> int:
+    return main(["convert", "--nih-root", str(root), "--output", str(output), "--num-proc", "1", *extra])
+
+
+def read_list(path: Path) -> list[str]:
+    return path.read_text().split()
+
+
+@pytest.fixture(scope="module")
+def sample_dataset(sample_nih_root: Path, tmp_path_factory: pytest.TempPathFactory) -> datasets.DatasetDict:
+    output = tmp_path_factory.mktemp("sample") / "dataset"
+    assert run_convert(sample_nih_root, output, "--image-size", "64", "--num-proc", "2") == 0
+    return datasets.load_from_disk(str(output))
+
+
+def test_sample_rows_equal_pandas_parse_of_v2020(sample_dataset: datasets.DatasetDict, sample_nih_root: Path) -> None:
+    frame = pd.read_csv(sample_nih_root / "Data_Entry_2017_v2020.csv", index_col=False).set_index("Image Index")
+    seen = 0
+    for ds in sample_dataset.values():
+        for row in ds.remove_columns("image"):
+            expected = frame.loc[row["image_id"]]
+            names = set() if expected["Finding Labels"] == "No Finding" else set(expected["Finding Labels"].split("|"))
+            assert row["labels"] == [float(name in names) for name in FINDINGS]
+            assert row["patient_id"] == expected["Patient ID"] and row["age_years"] == expected["Patient Age"]
+            assert row["follow_up"] == expected["Follow-up #"] and row["sex"] == expected["Patient Gender"]
+            assert row["view_position"] == expected["View Position"]
+            seen += 1
+    assert seen == len(frame) == 28
+
+
+def test_sample_splits(sample_dataset: datasets.DatasetDict, sample_nih_root: Path) -> None:
+    assert sample_dataset["test"]["image_id"] == read_list(sample_nih_root / "test_list.txt")
+    train_val = [*sample_dataset["train"]["image_id"], *sample_dataset["validation"]["image_id"]]
+    assert sorted(train_val) == sorted(read_list(sample_nih_root / "train_val_list.txt"))
+    assert len(sample_dataset["validation"]) >= 1
+    assert not set(sample_dataset["train"]["patient_id"]) & set(sample_dataset["validation"]["patient_id"])
+
+
+def test_sample_images_resized_from_1024(sample_dataset: datasets.DatasetDict, sample_nih_root: Path) -> None:
+    row = sample_dataset["test"][0]
+    assert row["image"].mode == "L" and row["image"].size == (64, 64)
+    original = Image.open(sample_nih_root / "images" / row["image_id"]).resize((64, 64), Image.Resampling.BOX)
+    assert np.abs(np.asarray(row["image"]).astype(int) - np.asarray(original)).mean() < 4
+
+
+def test_sample_with_2017_csv(sample_nih_root: Path, tmp_path: Path) -> None:
+    """The 2017 file (CRLF, 058Y ages, zero padding) converts; rows equal a plain string parse of it."""
+    csv = sample_nih_root / "Data_Entry_2017.csv"
+    assert run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", str(csv), "--image-size", "16") == 0
+    expected = {}
+    for line in csv.read_bytes().decode().split("\r\n")[1:]:
+        if line:
+            fields = line.split(",")
+            expected[fields[0]] = (fields[1], int(fields[3]), int(fields[4][:-1]))
+    dd = datasets.load_from_disk(str(tmp_path / "out"))
+    rows = [row for ds in dd.values() for row in ds.remove_columns("image")]
+    assert len(rows) == len(expected)
+    for row in rows:
+        labels, patient, age = expected[row["image_id"]]
+        assert [FINDINGS[i] for i in np.flatnonzero(row["labels"])] == sorted(labels.split("|")) or (
+            labels == "No Finding" and not any(row["labels"])
+        )
+        assert (row["patient_id"], row["age_years"]) == (patient, age)
+
+
+def test_generated_flat_2017_tree_keeps_size_and_converts_all_modes(make_nih_tree, tmp_path: Path) -> None:
+    tree = make_nih_tree(layout="flat", csv_formats=("2017",), n_images=24)
+    assert {row.mode for row in tree.rows} == set(synthetic.IMAGE_MODES)
+    assert convert(tree.root, tmp_path / "out", image_size=0, num_proc=1).counts["test"] == len(tree.test)
+    dd = datasets.load_from_disk(str(tmp_path / "out"))
+    by_id = {row.image_id: row for row in tree.rows}
+    for ds in dd.values():
+        for example in ds:
+            row = by_id[example["image_id"]]
+            assert example["image"].mode == "L" and example["image"].size == (32, 32)
+            years = int(row.age_2017[:-1]) if row.age_2017.endswith("Y") else 0
+            assert example["age_years"] == (years if years <= 120 else None)
+            for finding in row.findings:  # the blob survives every source mode
+                cx, cy = synthetic.signal_center(finding)
+                array = np.asarray(example["image"]).astype(int)
+                assert array[int(cy * 32), int(cx * 32)] > np.median(array) + 40
+
+
+def test_split_is_deterministic_and_seeded(make_nih_tree, tmp_path: Path) -> None:
+    tree = make_nih_tree(n_images=40)
+    ids = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        convert(tree.root, tmp_path / name, image_size=8, validation_fraction=0.3, seed=seed, num_proc=1)
+        ids[name] = datasets.load_from_disk(str(tmp_path / name))["validation"]["image_id"]
+    assert ids["a"] == ids["b"] != ids["c"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda t: synthetic.replace_in_header(t.root / synthetic.CSV_2020, "Patient ID", "Patient Number"),
+         "Data_Entry_2017_v2020.csv: missing column(s) 'Patient ID'"),
+        (lambda t: synthetic.replace_in_row(t.root / synthetic.CSV_2020, t.rows[1].image_id,
+                                            f"{t.rows[1].image_id},", f"{t.rows[1].image_id},Pneumonitis|"),
+         "Data_Entry_2017_v2020.csv, line 3: unknown finding 'Pneumonitis'"),
+        (lambda t: synthetic.duplicate_row(t.root / synthetic.CSV_2020, t.rows[0].image_id),
+         "_000.png' (first on line 2)"),
+        (lambda t: synthetic.replace_in_row(t.root / synthetic.CSV_2020, t.rows[0].image_id,
+                                            t.rows[0].image_id, "../x.png"),
+         "line 2: image name '../x.png' must be a bare file name"),
+        (lambda t: synthetic.truncate_file(next(t.root.glob("images_002/images/*.png"))),
+         "not a readable or complete image file"),
+        (lambda t: (t.root / synthetic.TRAIN_VAL_LIST).write_text("\n".join([*t.train_val, "00999999_000.png"])),
+         "train_val_list.txt: 1 image(s) not in Data_Entry_2017_v2020.csv, e.g. 00999999_000.png"),
+        (lambda t: [p.unlink() for p in sorted(t.root.glob("images_003/images/*.png"))[:7]],
+         "7 of 30 images listed in Data_Entry_2017_v2020.csv and the split lists are missing"),
+        (lambda t: (t.root / synthetic.CSV_2020).unlink(), "no label CSV"),
+    ],
+)
+def test_bad_input_is_one_clear_error(make_nih_tree, tmp_path: Path, capsys, breakage, message: str) -> None:
+    tree = make_nih_tree()
+    breakage(tree)
+    assert run_convert(tree.root, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    last_line = re.split(r"[\r\n]+", err.strip())[-1]  # after the progress bars, if any
+    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_allow_missing_converts_what_is_present(make_nih_tree, tmp_path: Path, capsys) -> None:
+    tree = make_nih_tree()
+    gone = {tree.test[0], tree.train_val[0], tree.train_val[1]}
+    for path in tree.root.glob("images_*/images/*.png"):
+        if path.name in gone:
+            path.unlink()
+    assert run_convert(tree.root, tmp_path / "out", "--allow-missing") == 0
+    out = capsys.readouterr().out
+    assert f"test: {len(tree.test) - 1} images (1 listed but missing on disk)" in out
+    dd = datasets.load_from_disk(str(tmp_path / "out"))
+    assert sum(ds.num_rows for ds in dd.values()) == len(tree.rows) - 3
+    assert not gone & {name for ds in dd.values() for name in ds["image_id"]}
+
+
+def test_unlabelled_image_is_warned_and_skipped(make_nih_tree, tmp_path: Path, caplog) -> None:
+    tree = make_nih_tree()
+    shutil.copy(next(tree.root.glob("images_001/images/*.png")), tree.root / "images_001/images/77777777_000.png")
+    assert run_convert(tree.root, tmp_path / "out") == 0
+    assert "77777777_000.png" in caplog.text
+    assert sum(ds.num_rows for ds in datasets.load_from_disk(str(tmp_path / "out")).values()) == len(tree.rows)
+
+
+def test_existing_output_needs_overwrite(make_nih_tree, tmp_path: Path, capsys) -> None:
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("user data")
+    assert run_convert(tree.root, output) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (output / "keep.txt").read_text() == "user data"
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "8") == 0
+    assert not (output / "keep.txt").exists()
+    assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
+    assert run_convert(tree.root, tree.root, "--overwrite") == 2
+    assert "must not be or contain the NIH root" in capsys.readouterr().err
+
+
+def test_failure_mid_way_leaves_nothing_loadable(make_nih_tree, tmp_path: Path) -> None:
+    """The last split's image is broken: train is written by then, yet neither a partial output nor
+    scratch folders remain, and an existing output being overwritten stays as it was."""
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    assert run_convert(tree.root, output, "--image-size", "8") == 0
+    before = datasets.load_from_disk(str(output))["train"]["image_id"]
+    synthetic.truncate_file(next(p for p in tree.root.glob("images_*/images/*.png") if p.name == tree.test[-1]))
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "4", "--validation-fraction", "0.5") == 2
+    assert datasets.load_from_disk(str(output))["train"]["image_id"] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
+    assert run_convert(tree.root, tmp_path / "new") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
+
+
+def test_readme_card_written_with_the_dataset(make_nih_tree, tmp_path: Path) -> None:
+    tree = make_nih_tree()
+    convert(tree.root, tmp_path / "out", image_size=8, num_proc=1)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert card.startswith("---\n") and "ChestXray-NIHCC" in card and "| `image_size` | `8` |" in card
+
+
+def test_push_offline_fails_with_one_line(make_nih_tree, tmp_path: Path) -> None:
+    tree = make_nih_tree()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "convert", "--nih-root", str(tree.root), "--output",
+         str(tmp_path / "out"), "--num-proc", "1", "--image-size", "8", "--push-to-hub", "someone/nih"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: upload to someone/nih failed: the Hub is not reachable in offline mode "
+                      "(HF_HUB_OFFLINE=1); unset it to upload"]
+    assert "Traceback" not in result.stderr
+    assert datasets.load_from_disk(str(tmp_path / "out"))["test"].num_rows == len(tree.test)

@@ -1,0 +1,280 @@
+"""`chestxray push`: the folder it uploads (dry run), the upload calls (HfApi recorded offline), one-line errors,
+and a published folder that loads and runs without this project, with the card's snippets really running."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, ModelCard
+from run_folder_factory import make_run_folder
+
+import pipeline.hub as hub
+from pipeline.cards import example_images
+from pipeline.cli import main
+
+REPO_ID = "org/chest-vit"
+SHIPPED_FROM_RUN = {
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "thresholds.json",
+    "all_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "run_config.yaml",
+}
+FAKE_TOKEN = "hf_testtokenthatmustneverbewritten"
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory):
+    return make_run_folder(tmp_path_factory.mktemp("vit") / "run")
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    return make_run_folder(tmp_path_factory.mktemp("cnn") / "run", model="paper_cnn", pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def published(vit_run, tmp_path_factory):
+    return _dry_run(vit_run, tmp_path_factory.mktemp("published") / "out")
+
+
+@pytest.fixture(scope="module")
+def published_cnn(cnn_run, tmp_path_factory):
+    return _dry_run(cnn_run, tmp_path_factory.mktemp("published_cnn") / "out")
+
+
+def _dry_run(run_dir: Path, out: Path) -> Path:
+    assert main(["push", str(run_dir), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 0
+    return out
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_dry_run_folder_holds_exactly_what_is_published(vit_run, published):
+    examples = {e.repo_path for e in example_images()}
+    assert _files(published) == SHIPPED_FROM_RUN | examples | {"README.md"}
+    for name in SHIPPED_FROM_RUN:
+        assert (published / name).read_bytes() == (vit_run / name).read_bytes()
+    for example in example_images():
+        assert (published / example.repo_path).read_bytes() == example.path.read_bytes()
+    assert ModelCard.load(published / "README.md").data.pipeline_tag == "image-classification"
+
+
+def test_dry_run_lists_the_files(vit_run, tmp_path, capsys):
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    for name in _files(tmp_path / "out"):
+        assert re.search(rf"^\s*[\d,]+\s+{re.escape(name)}$", out, re.MULTILINE)
+    assert "nothing uploaded" in out
+
+
+def test_custom_code_is_published_with_the_model(cnn_run, published_cnn):
+    assert "paper_cnn.py" in _files(published_cnn)
+    assert (published_cnn / "paper_cnn.py").read_bytes() == (cnn_run / "paper_cnn.py").read_bytes()
+
+
+def test_dry_run_refuses_a_non_empty_folder_without_overwrite(vit_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out), "--overwrite"]) == 0
+    assert not (out / "mine.txt").exists() and (out / "README.md").is_file()
+
+
+def test_overwrite_never_deletes_the_run_folder(vit_run, capsys):
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(vit_run.parent), "--overwrite"]) == 1
+    assert "holds the run folder" in capsys.readouterr().err
+    assert (vit_run / "model.safetensors").is_file()
+
+
+def test_missing_model_file_is_named(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (run / "model.safetensors").unlink()
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 1
+    assert "missing model.safetensors" in capsys.readouterr().err
+
+
+@pytest.fixture
+def recorded_hub(monkeypatch):
+    """HfApi methods replaced by recorders; upload_folder keeps the listing and card of the folder it got."""
+    calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, "token": self.token, **kwargs}))
+
+    def create_branch(self, repo_id, **kwargs):
+        calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        contents = {name: (folder / name).read_bytes() for name in _files(folder)}
+        calls.append(("upload_folder", {**kwargs, "contents": contents}))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_branch", create_branch)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    return calls
+
+
+def test_push_creates_the_repo_and_uploads_the_dry_run_folder_in_one_commit(vit_run, published, recorded_hub):
+    url = hub.push_run(vit_run, REPO_ID, private=True, revision="v1", commit_message="first model")
+    assert [name for name, _ in recorded_hub] == ["create_repo", "create_branch", "upload_folder"]
+    create, branch, upload = (kwargs for _, kwargs in recorded_hub)
+    assert create == {"repo_id": REPO_ID, "token": FAKE_TOKEN, "private": True, "exist_ok": True}
+    assert branch == {"repo_id": REPO_ID, "branch": "v1", "exist_ok": True}
+    assert upload["repo_id"] == REPO_ID and upload["revision"] == "v1" and upload["commit_message"] == "first model"
+    assert set(upload["contents"]) == _files(published)
+    assert b"/resolve/v1/examples/" in upload["contents"]["README.md"]
+    assert not any(FAKE_TOKEN.encode() in data for data in upload["contents"].values())
+    assert url == f"https://huggingface.co/{REPO_ID}/commit/abc"
+
+
+def test_push_cli_defaults_to_main_without_a_branch(vit_run, recorded_hub, capsys):
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 0
+    assert [name for name, _ in recorded_hub] == ["create_repo", "upload_folder"]
+    assert recorded_hub[0][1]["private"] is False and recorded_hub[1][1]["revision"] is None
+    assert f"{REPO_ID}/commit/abc" in capsys.readouterr().out
+
+
+def test_push_refuses_a_folder_that_contains_the_token(tmp_path, recorded_hub):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    with (run / "run_config.yaml").open("a") as handle:
+        handle.write(f"leaked: {FAKE_TOKEN}\n")
+    with pytest.raises(hub.PushError, match="contains your Hub token") as excinfo:
+        hub.push_run(run, REPO_ID)
+    assert FAKE_TOKEN not in str(excinfo.value)
+    assert [name for name, _ in recorded_hub] == []
+
+
+def test_push_without_a_token_says_how_to_log_in(vit_run, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: not logged in") and "hf auth login" in err and err.count("\n") == 1
+
+
+def _run_push_subprocess(vit_run: Path, **env: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pipeline.cli", "push", str(vit_run), "--repo-id", REPO_ID]
+    environment = {**os.environ, "HF_TOKEN": FAKE_TOKEN, **env}
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120, check=False)
+
+
+def test_offline_push_fails_with_one_line(vit_run):
+    result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "offline" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+
+
+def test_unreachable_hub_fails_with_one_line(vit_run):
+    result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: upload to {REPO_ID} failed: cannot reach the Hub")
+    assert result.stderr.count("\n") == 1 and FAKE_TOKEN not in result.stdout + result.stderr
+
+
+# A subprocess that cannot import this project: a meta-path finder refuses "pipeline", and the test checks it.
+_LOAD_WITHOUT_PROJECT = """
+import sys
+
+class BlockProject:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipeline" or name.startswith("pipeline."):
+            raise ImportError(f"{name} is blocked: a published model must not need it")
+
+sys.meta_path.insert(0, BlockProject())
+try:
+    import pipeline
+except ImportError:
+    pass
+else:
+    raise SystemExit("the blocker failed: pipeline is importable")
+
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+for folder, remote in zip(sys.argv[1::2], sys.argv[2::2]):
+    trust = remote == "remote"
+    model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=trust).eval()
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust)
+    image = Image.open(folder + "/examples/00004296_000.png").convert("RGB")
+    with torch.no_grad():
+        logits = model(**processor(images=image, return_tensors="pt")).logits
+    assert logits.shape == (1, 14), logits.shape
+    assert model.config.problem_type == "multi_label_classification"
+    print(type(model).__name__, model.config.id2label[13])
+"""
+
+
+def test_published_folders_load_without_this_project(published, published_cnn, tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    args = [str(published), "local", str(published_cnn), "remote"]
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _LOAD_WITHOUT_PROJECT, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[:2] == [
+        "ViTForImageClassification Pneumothorax",
+        "PaperCNNForImageClassification Pneumothorax",
+    ]
+
+
+def _code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def _localise(snippet: str, folder: Path) -> str:
+    """The snippet with the Hub repo and its example URLs replaced by the local published folder."""
+    snippet = snippet.replace(f"https://huggingface.co/{REPO_ID}/resolve/main/", f"{folder}/")
+    return snippet.replace(REPO_ID, str(folder))
+
+
+@pytest.mark.parametrize("folder_fixture", ["published", "published_cnn"])
+def test_card_python_snippets_run_against_the_published_folder(folder_fixture, request):
+    folder = request.getfixturevalue(folder_fixture)
+    blocks = _code_blocks((folder / "README.md").read_text(), "python")
+    assert len(blocks) == 2
+    for block in blocks:
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(_localise(block, folder), "README.md", "exec"), {})
+        lines = output.getvalue().splitlines()
+        assert len(lines) == 14, output.getvalue()
+        assert all(re.fullmatch(r"\w+\s+[01]\.\d{3}", line) for line in lines)
+
+
+def test_card_cli_snippet_runs_against_the_published_folder(published, capsys):
+    (command,) = _code_blocks((published / "README.md").read_text(), "bash")
+    argv = shlex.split(_localise(textwrap.dedent(command), published).replace("path/to/images/", str(published)))
+    assert argv[0] == "chestxray"
+    assert main(argv[1:]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 1 + len(example_images())

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from transformers import EvalPrediction
+
+from pipeline.labels import FINDINGS
+from pipeline.metrics import (
+    EVALUATE_METRIC_DIR,
+    choose_thresholds,
+    compute_metrics,
+    make_compute_metrics,
+    sigmoid,
+)
+
+NAMES = list(FINDINGS)
+
+
+@pytest.fixture
+def arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Labels with a per-finding prevalence and scores that carry some signal."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 14)) < np.linspace(0.05, 0.5, 14)).astype(np.float32)
+    probs = np.clip(0.35 * labels + 0.65 * rng.random((200, 14)), 0, 1)
+    return probs, labels
+
+
+def test_matches_sklearn(arrays):
+    probs, labels = arrays
+    metrics = compute_metrics(probs, labels, NAMES)
+    per_finding = [roc_auc_score(labels[:, j], probs[:, j]) for j in range(14)]
+    for j, name in enumerate(NAMES):
+        assert metrics[f"auroc_{name}"] == pytest.approx(per_finding[j])
+    assert metrics["auroc_mean"] == pytest.approx(np.mean(per_finding))
+    assert metrics["auroc_micro"] == pytest.approx(roc_auc_score(labels.ravel(), probs.ravel()))
+    assert metrics["accuracy"] == pytest.approx(np.mean((probs >= 0.5) == labels))
+    assert metrics["f1_macro"] == pytest.approx(f1_score(labels, probs >= 0.5, average="macro", zero_division=0))
+    assert metrics["map"] == pytest.approx(average_precision_score(labels, probs, average="macro"))
+    assert "f1_macro_tuned" not in metrics
+
+
+def test_accuracy_all_negative_is_the_negative_rate():
+    labels = np.zeros((4, 14))
+    labels[0, :7] = 1
+    labels[1, 0] = 1
+    probs = np.full((4, 14), 0.1)
+    with pytest.warns(UserWarning, match="Hernia"):
+        metrics = compute_metrics(probs, labels, NAMES)
+    assert metrics["accuracy_all_negative"] == pytest.approx(1 - 8 / 56)
+    assert metrics["accuracy"] == metrics["accuracy_all_negative"]
+
+
+def test_undefined_findings_are_left_out_with_a_warning(arrays):
+    probs, labels = arrays
+    labels[:, 2] = 0  # Consolidation: no positives
+    labels[:, 7] = 1  # Hernia: no negatives
+    with pytest.warns(UserWarning, match="Consolidation, Hernia"):
+        metrics = compute_metrics(probs, labels, NAMES, thresholds=dict.fromkeys(NAMES, 0.5))
+    assert "auroc_Consolidation" not in metrics and "auroc_Hernia" not in metrics
+    defined = [j for j in range(14) if j not in (2, 7)]
+    assert metrics["auroc_mean"] == pytest.approx(np.mean([roc_auc_score(labels[:, j], probs[:, j]) for j in defined]))
+    assert metrics["map"] == pytest.approx(average_precision_score(labels[:, defined], probs[:, defined]))
+    assert metrics["f1_macro_tuned"] == pytest.approx(metrics["f1_macro"])
+
+
+def test_no_defined_finding_gives_nan_means_not_a_crash():
+    with pytest.warns(UserWarning):
+        metrics = compute_metrics(np.full((3, 14), 0.2), np.zeros((3, 14)), NAMES)
+    assert all(np.isnan(metrics[key]) for key in ("auroc_mean", "auroc_micro", "f1_macro", "map"))
+    assert metrics["accuracy"] == 1.0
+    assert not any(key.startswith("auroc_") and key[6:] in NAMES for key in metrics)
+
+
+def test_bad_inputs_are_rejected_clearly(arrays):
+    probs, labels = arrays
+    with pytest.raises(ValueError, match="apply a sigmoid"):
+        compute_metrics(probs * 10 - 5, labels, NAMES)
+    with pytest.raises(ValueError, match="0/1"):
+        compute_metrics(probs, labels * 2, NAMES)
+    with pytest.raises(ValueError, match=r"\(N, 14\)"):
+        compute_metrics(probs[:, :13], labels[:, :13], NAMES)
+    with pytest.raises(KeyError, match="Atelectasis"):
+        compute_metrics(probs, labels, NAMES, thresholds={"Cardiomegaly": 0.5})
+
+
+@pytest.mark.filterwarnings("ignore:metrics undefined")
+def test_choose_thresholds_maximise_f1(arrays):
+    probs, labels = arrays
+    labels[:, 5] = 0
+    with pytest.warns(UserWarning, match="Emphysema"):
+        thresholds = choose_thresholds(probs, labels, NAMES)
+    assert thresholds["Emphysema"] == 0.5
+    for j, name in enumerate(NAMES):
+        if j == 5:
+            continue
+        best = f1_score(labels[:, j], probs[:, j] >= thresholds[name])
+        # No threshold among the observed scores does better.
+        assert all(f1_score(labels[:, j], probs[:, j] >= t) <= best + 1e-12 for t in np.unique(probs[:, j]))
+    tuned = compute_metrics(probs, labels, NAMES, thresholds)["f1_macro_tuned"]
+    assert tuned > compute_metrics(probs, labels, NAMES)["f1_macro"]
+
+
+def test_trainer_compute_metrics_applies_sigmoid_to_half_precision_logits(arrays):
+    probs, labels = arrays
+    logits = np.log(np.clip(probs, 1e-3, 1 - 1e-3) / (1 - np.clip(probs, 1e-3, 1 - 1e-3))).astype(np.float16)
+    metric_fn = make_compute_metrics(NAMES, thresholds=dict.fromkeys(NAMES, 0.3))
+    from_tuple = metric_fn(EvalPrediction(predictions=(logits, np.zeros(3)), label_ids=labels))
+    expected = compute_metrics(sigmoid(logits), labels, NAMES, dict.fromkeys(NAMES, 0.3))
+    assert from_tuple == expected
+    assert metric_fn(EvalPrediction(predictions=logits, label_ids=labels)) == expected
+    assert expected["auroc_mean"] == pytest.approx(compute_metrics(probs, labels, NAMES)["auroc_mean"], abs=0.01)
+
+
+def test_evaluate_module_loads_offline_and_agrees(arrays, monkeypatch, tmp_path):
+    import evaluate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    probs, labels = arrays
+    metric = evaluate.load(str(EVALUATE_METRIC_DIR), cache_dir=str(tmp_path))
+    metric.add_batch(predictions=probs[:120], references=labels[:120])
+    metric.add_batch(predictions=probs[120:], references=labels[120:])
+    thresholds = dict.fromkeys(NAMES, 0.4)
+    assert metric.compute(thresholds=thresholds) == pytest.approx(compute_metrics(probs, labels, NAMES, thresholds))
