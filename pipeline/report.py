@@ -150,7 +150,10 @@ def run_dataset(run_dirs: Sequence[str | Path]) -> str:
 
 def load_test_split(name_or_path: str) -> TestSplit:
     """Labels and metadata of the dataset's `test` split (no image is decoded here)."""
-    dataset_dict = load_dataset_dict(name_or_path)
+    try:
+        dataset_dict = load_dataset_dict(name_or_path)
+    except OSError as error:  # a missing folder, or a Hub id that cannot be reached
+        raise ReportError(f"cannot load dataset {name_or_path!r}: {error}") from error
     if "test" not in dataset_dict:
         raise ReportError(f"dataset {name_or_path} has no 'test' split (splits: {', '.join(dataset_dict)})")
     test = dataset_dict["test"]

@@ -216,6 +216,8 @@ def test_runs_on_different_datasets_need_dataset(study, capsys):
     ]
     assert main(argv) == 2
     assert "pass --dataset" in capsys.readouterr().err
+    assert main([*argv, "--dataset", str(study["root"] / "no_dataset")]) == 2
+    assert "cannot load dataset" in capsys.readouterr().err
     assert main([*argv, "--dataset", str(study["dataset"])]) == 0
 
 

@@ -1,0 +1,148 @@
+"""What the training, data-loading and prediction benchmarks share: the recipe with the benchmark's overrides,
+an optional generated dataset, device timing, the machine description and the JSON line.
+
+Each script parses its own flags first (`argparse.parse_known_args`); the rest is a training recipe exactly as
+`recipes/*.py` take it (`--config recipe.yaml --key value …`, through `pipeline.arguments.parse_args`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+
+from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, parse_args
+from pipeline.convert import convert
+from pipeline.synthetic import generate_nih_tree
+
+Recipe = tuple[ModelArguments, DataArguments, ChestXrayTrainingArguments]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--synthetic", type=int, metavar="N", default=None,
+                        help="generate and convert an NIH-format dataset of N images instead of "
+                             "--dataset_name_or_path (pipeline.synthetic, written under --workdir)")
+    parser.add_argument("--synthetic-size", type=int, default=256, help="side of the generated images (px)")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--output", type=Path, default=None, help="also append the JSON line to this file")
+
+
+def recipe_argv(rest: Sequence[str], workdir: Path, overrides: dict[str, Any]) -> list[str]:
+    """The recipe flags with a scratch output_dir first (a user's flag wins) and `overrides` last (they win)."""
+    forced = [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
+    return ["--output_dir", str(workdir / "trainer_output"), *rest, *forced]
+
+
+def synthetic_dataset(workdir: Path, n_images: int, image_size: int) -> Path:
+    """A converted dataset of `n_images` generated X-rays (reused when already in `workdir`)."""
+    output = workdir / f"synthetic_{n_images}_{image_size}"
+    if not output.is_dir():
+        generate_nih_tree(workdir / f"nih_{n_images}_{image_size}", n_images=n_images, image_size=image_size,
+                          modes=("L",))
+        convert(workdir / f"nih_{n_images}_{image_size}", output, image_size=image_size)
+    return output
+
+
+def parse_recipe(
+    args: argparse.Namespace, rest: Sequence[str], workdir: Path, overrides: dict[str, Any]
+) -> Recipe:
+    """The recipe with the benchmark's overrides, on the generated dataset when `--synthetic N` is given."""
+    if args.synthetic is not None:
+        if any(item.startswith("--dataset_name_or_path") for item in rest):
+            raise SystemExit("error: give --synthetic N or --dataset_name_or_path, not both")
+        overrides = {"dataset_name_or_path": synthetic_dataset(workdir, args.synthetic, args.synthetic_size),
+                     **overrides}
+    return parse_args(recipe_argv(rest, workdir, overrides))
+
+
+@contextmanager
+def scratch_folder(workdir: Path | None) -> Iterator[Path]:
+    """`workdir` (kept), or a temporary folder removed at the end."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="chestxray-bench-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a clock read measures it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, bf16: bool) -> Any:
+    """The mixed precision the Trainer uses for `bf16=True`: bf16 autocast on the training device."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@contextmanager
+def timed(device: torch.device) -> Iterator[dict[str, float]]:
+    """`with timed(device) as t: …` then `t["seconds"]`: wall time including the device's queued work."""
+    result: dict[str, float] = {}
+    synchronize(device)
+    start = time.perf_counter()
+    yield result
+    synchronize(device)
+    result["seconds"] = time.perf_counter() - start
+
+
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where a number was measured: the machine, the accelerator and the library versions."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def model_description(model_args: ModelArguments, image_size: int) -> dict[str, Any]:
+    return {
+        "model": model_args.model_name_or_path or model_args.timm_architecture or model_args.model_type,
+        "pretrained": model_args.pretrained,
+        "config_overrides": model_args.config_overrides,
+        "image_size": image_size,
+    }
+
+
+def report(result: dict[str, Any], output: Path | None) -> None:
+    """Print the numbers as a table and as one JSON line; append the line to `output` when given."""
+    for key, value in result.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            print(f"{key:40s} {value}")
+    line = json.dumps(result)
+    print(line)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
