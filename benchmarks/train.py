@@ -176,7 +176,7 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "bare_step_img_s": round(bare, 2),
         **pipeline,
         "pipeline_vs_bare": round(pipeline["pipeline_img_s"] / bare, 3),
-        "train_gflops_per_image": round(flops / 1e9, 2),
+        "train_gflops_per_image": round(flops / 1e9, 3),
         "pipeline_tflops": round(flops * pipeline["pipeline_img_s"] / 1e12, 3),
         "bare_tflops": round(flops * bare / 1e12, 3),
     }

@@ -87,6 +87,12 @@ class DataArguments:
     horizontal_flip: bool = field(
         default=False, metadata={"help": "Random horizontal flip; off by default since it moves the heart."}
     )
+    augment_on_device: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Augment each batch on the accelerator (workers only decode); default: on when training on a GPU."
+        },
+    )
 
 
 @dataclass

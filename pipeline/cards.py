@@ -20,7 +20,9 @@ from pipeline import nih
 from pipeline.dataset import finding_names
 from pipeline.labels import FINDINGS, NO_FINDING
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "hub_cards"
+# hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
+_PACKAGE = Path(__file__).resolve().parent
+TEMPLATES_DIR = next(p for p in (_PACKAGE / "hub_cards", _PACKAGE.parent / "hub_cards") if p.is_dir())
 NIH_URL = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 
 

@@ -19,6 +19,9 @@ from pipeline.labels import FINDINGS, to_multi_hot
 from pipeline.nih import NIHSource
 
 DEFAULT_IMAGE_SIZE = 256
+# Rows `map` holds before writing them out: datasets' own choice for image data (its default of 1,000 rows
+# would buffer ~40 MB of PNG bytes per process).
+IMAGES_PER_WRITE = datasets.config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS
 SPLITS = ("train", "validation", "test")
 FEATURES = Features({
     "image": datasets.Image(),
@@ -86,6 +89,7 @@ def build_split(
         remove_columns=["path"],
         num_proc=workers if workers > 1 else None,
         cache_file_name=str(cache_file),
+        writer_batch_size=IMAGES_PER_WRITE,
         desc=f"Converting {split} images",
     )
 

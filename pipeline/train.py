@@ -29,10 +29,11 @@ from pipeline.arguments import (
     parse_args,
     resolved_config,
 )
+from pipeline.augment import DeviceAugmentation
 from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.metrics import choose_thresholds, make_compute_metrics
 from pipeline.models import build_image_processor, build_model
-from pipeline.transforms import eval_transform, train_transform
+from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 RUN_FINISHED_MARKER = "test_results.json"
 
@@ -102,16 +103,19 @@ def build_trainer(
     processor = build_image_processor(model_args)
     model = build_model(model_args, names=names)
 
-    trainer = Trainer(
+    augmentation = {
+        "crop_scale_min": data_args.crop_scale_min,
+        "rotation_degrees": data_args.rotation_degrees,
+        "horizontal_flip": data_args.horizontal_flip,
+    }
+    on_device = data_args.augment_on_device
+    if on_device is None:
+        on_device = training_args.device.type == "cuda"
+    trainer = ChestXrayTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"].with_transform(
-            train_transform(
-                processor,
-                crop_scale_min=data_args.crop_scale_min,
-                rotation_degrees=data_args.rotation_degrees,
-                horizontal_flip=data_args.horizontal_flip,
-            )
+            decode_transform(processor) if on_device else train_transform(processor, **augmentation)
         ),
         eval_dataset=splits["validation"].with_transform(eval_transform(processor)),
         processing_class=processor,
@@ -122,8 +126,26 @@ def build_trainer(
             if training_args.loss_pos_weight == "auto"
             else None
         ),
+        device_augmentation=(
+            DeviceAugmentation(*processor_geometry(processor), **augmentation).to(training_args.device)
+            if on_device
+            else None
+        ),
     )
     return trainer, splits, processor
+
+
+class ChestXrayTrainer(Trainer):
+    """A `Trainer` that can augment each training batch on the accelerator before the forward pass."""
+
+    def __init__(self, *args: Any, device_augmentation: DeviceAugmentation | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_augmentation = device_augmentation
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.device_augmentation is not None and model.training:
+            inputs = {**inputs, "pixel_values": self.device_augmentation(inputs["pixel_values"])}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
 
 def resolve_resume(value: str | None, output_dir: Path) -> str | None:

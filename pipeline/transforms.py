@@ -51,16 +51,25 @@ def build_train_augmentation(
     return v2.Compose(steps)
 
 
-def train_transform(processor: Any, **augmentation: Any) -> Callable[[Batch], Batch]:
-    augment = build_train_augmentation(processor, **augmentation)
-
+def _per_image(convert: Callable[[Any], torch.Tensor]) -> Callable[[Batch], Batch]:
     def transform(batch: Batch) -> Batch:
         return {
-            "pixel_values": [augment(image.convert("L")) for image in batch["image"]],
+            "pixel_values": [convert(image.convert("L")) for image in batch["image"]],
             "labels": torch.tensor(batch["labels"], dtype=torch.float32),
         }
 
     return transform
+
+
+def train_transform(processor: Any, **augmentation: Any) -> Callable[[Batch], Batch]:
+    """Augmentation in the DataLoader workers."""
+    return _per_image(build_train_augmentation(processor, **augmentation))
+
+
+def decode_transform(processor: Any) -> Callable[[Batch], Batch]:
+    """Decode only, to uint8 at 8/7 of the input size (256 for 224), for `augment.DeviceAugmentation`."""
+    side = round(processor_geometry(processor)[0] * 8 / 7)
+    return _per_image(v2.Compose([v2.PILToTensor(), v2.Resize(side, antialias=True), v2.CenterCrop(side)]))
 
 
 def eval_transform(processor: Any) -> Callable[[Batch], Batch]:

@@ -177,3 +177,9 @@ def test_two_process_distributed_training(tiny_dataset_dir, tmp_path):
     train_size = len(load_from_disk(str(tiny_dataset_dir))["train"])
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == -(-train_size // 32)
+
+
+def test_learns_with_augmentation_on_the_device(tiny_dataset_dir, tmp_path):
+    """Workers decode only and the batch is augmented in the training step: same learning as the default."""
+    run(*parse_args(argv(tiny_dataset_dir, tmp_path / "run", augment_on_device="true")))
+    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["test_auroc_mean"] >= 0.9

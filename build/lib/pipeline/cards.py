@@ -1,0 +1,355 @@
+"""Hub cards rendered with huggingface_hub's `DatasetCard`/`ModelCard` from the Jinja templates in hub_cards/."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import yaml
+from datasets import DatasetDict
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+from pipeline import nih
+from pipeline.dataset import finding_names
+from pipeline.labels import FINDINGS, NO_FINDING
+
+# hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
+_PACKAGE = Path(__file__).resolve().parent
+TEMPLATES_DIR = next(p for p in (_PACKAGE / "hub_cards", _PACKAGE.parent / "hub_cards") if p.is_dir())
+NIH_URL = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+
+
+def label_counts(dataset: DatasetDict) -> dict[str, dict[str, int]]:
+    """Images per finding (and with no finding) per split, read from the `labels` column only."""
+    names = finding_names(dataset)
+    counts: dict[str, dict[str, int]] = {name: {} for name in [*names, NO_FINDING]}
+    for split, ds in dataset.items():
+        labels = np.asarray(ds.with_format("numpy", columns=["labels"])["labels"]).reshape(-1, len(names))
+        for name, count in zip(names, labels.sum(axis=0), strict=True):
+            counts[name][split] = int(count)
+        counts[NO_FINDING][split] = int((labels.sum(axis=1) == 0).sum())
+    return counts
+
+
+def size_category(n_rows: int) -> str:
+    """The Hub's `size_categories` tag for a dataset of `n_rows` examples."""
+    for limit, tag in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n_rows < limit:
+            return tag
+    return "1M<n<10M"
+
+
+def render_dataset_card(
+    dataset: DatasetDict, labels_csv: str, options: Mapping[str, object], repo_id: str | None = None
+) -> DatasetCard:
+    """The converted dataset's card: features, label counts per split, source, NIH terms and citation,
+    and the converter `options` (which must include `image_size`, `validation_fraction` and `seed`)."""
+    total = sum(ds.num_rows for ds in dataset.values())
+    patients = set().union(*(ds.unique("patient_id") for ds in dataset.values()))
+    image_size = int(options["image_size"])
+    card_data = DatasetCardData(
+        pretty_name="NIH ChestX-ray14",
+        license="other",
+        license_name="nih-clinical-center-chestxray14",
+        license_link=NIH_URL,
+        task_categories=["image-classification"],
+        task_ids=["multi-label-image-classification"],
+        size_categories=[size_category(total)],
+        tags=["medical", "chest-x-ray", "radiology", "multi-label"],
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES_DIR / "dataset_card.md"),
+        repo_id=repo_id,
+        total_images=total,
+        total_patients=len(patients),
+        splits=list(dataset),
+        split_sizes={split: ds.num_rows for split, ds in dataset.items()},
+        label_counts=label_counts(dataset),
+        findings=finding_names(dataset),
+        image_size_text=f"{image_size} px on the shorter side" if image_size > 0 else "original size",
+        labels_csv=labels_csv,
+        options=dict(options),
+    )
+
+
+# ---- Model card ----------------------------------------------------------------------------------------------
+
+MODEL_CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
+SAMPLE_ROOT = Path(__file__).resolve().parent / "assets" / "nih_sample"
+EXAMPLES_FOLDER = "examples"
+DEFAULT_LICENSE = "apache-2.0"
+MODEL_TAGS = ["medical-imaging", "chest-x-ray", "multi-label-classification", "nih-chestxray14", "radiology"]
+# Used in model-index when the run's dataset is a local folder rather than a Hub dataset.
+NIH_DATASET_TYPE = "nih-chestxray14"
+NIH_DATASET_NAME = "NIH ChestX-ray14"
+REQUIRED_TEST_METRICS = ("test_auroc_mean", "test_accuracy", "test_f1_macro")
+
+
+class RunFolderError(ValueError):
+    """A run folder lacks a file or a value that publishing needs; the message names which."""
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """A published mean AUROC on the official NIH test split, with where it comes from."""
+
+    model: str
+    mean_auroc: float
+    source: str
+
+
+_XIAO_2023 = "Xiao et al., WACV 2023, [arXiv:2210.12843](https://arxiv.org/abs/2210.12843)"
+REFERENCE_RESULTS = (
+    ReferenceResult("DenseNet-121, ImageNet pre-trained (CheXNet-style)", 0.822, _XIAO_2023),
+    ReferenceResult("ViT-S/16, ImageNet pre-trained", 0.796, _XIAO_2023),
+    ReferenceResult("ViT-B/16, MAE pre-trained on chest X-rays", 0.830, _XIAO_2023),
+)
+
+
+@dataclass(frozen=True)
+class ExampleImage:
+    """A shipped NIH test image that is uploaded with a model for the widget and the card's snippets."""
+
+    path: Path
+    title: str
+
+    @property
+    def repo_path(self) -> str:
+        return f"{EXAMPLES_FOLDER}/{self.path.name}"
+
+
+def example_images(count: int = 3) -> list[ExampleImage]:
+    """The first `count` official-test-split images of the shipped sample, titled with their NIH labels."""
+    records = nih.read_labels_csv(SAMPLE_ROOT / nih.LABEL_CSV_NAMES[0])
+    examples = []
+    for name in nih.read_split_list(SAMPLE_ROOT / nih.TEST_LIST)[:count]:
+        record = records[name]
+        labels = ", ".join(record.findings) or NO_FINDING
+        examples.append(ExampleImage(SAMPLE_ROOT / "images" / name, f"{name} ({record.view_position}; NIH: {labels})"))
+    return examples
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunFolderError(f"{path} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    """`run_config.yaml` of a run folder: the `model`, `data` and `training` sections."""
+    path = Path(run_dir) / "run_config.yaml"
+    if not path.is_file():
+        raise RunFolderError(f"{path} not found; is {run_dir} a run folder written by training?")
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    missing = [key for key in ("model", "data", "training") if not isinstance(config.get(key), dict)]
+    if missing:
+        raise RunFolderError(f"{path}: missing section(s) {', '.join(missing)}")
+    return config
+
+
+def load_test_metrics(run_dir: Path) -> dict[str, float]:
+    """The `test_*` metrics of a run (test_results.json, else the test_* keys of all_results.json)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "test_results.json"
+    if not path.is_file():
+        path = run_dir / "all_results.json"
+    metrics = {key: value for key, value in read_json(path).items() if key.startswith("test_")}
+    missing = [key for key in REQUIRED_TEST_METRICS if key not in metrics]
+    if missing:
+        raise RunFolderError(f"{path}: no {', '.join(missing)}; was the run evaluated on the official test split?")
+    return metrics
+
+
+def custom_code_files(model_config: dict[str, Any]) -> list[str]:
+    """Python files that `auto_map` in a model's config.json points at (custom code for trust_remote_code)."""
+    references = model_config.get("auto_map", {}).values()
+    return sorted({reference.split("--")[-1].rsplit(".", 1)[0] + ".py" for reference in references})
+
+
+def base_model(run_config: dict[str, Any]) -> str | None:
+    """The checkpoint a run was fine-tuned from; None when it was trained from scratch."""
+    model = run_config["model"]
+    return model.get("model_name_or_path") if model.get("pretrained") else None
+
+
+def hub_dataset_id(run_config: dict[str, Any]) -> str | None:
+    """The run's dataset if it is a Hub id (`org/name` that is not a local folder); None for a local folder."""
+    name = str(run_config["data"].get("dataset_name_or_path") or "")
+    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    return name if looks_like_id and not Path(name).exists() else None
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+# Run-config keys shown in the card's hyperparameter table, in this order, when the run has them.
+HYPERPARAMETERS = {
+    "learning_rate": "Learning rate",
+    "num_train_epochs": "Epochs",
+    "max_steps": "Max steps",
+    "per_device_train_batch_size": "Batch size per device",
+    "gradient_accumulation_steps": "Gradient accumulation steps",
+    "optim": "Optimizer",
+    "weight_decay": "Weight decay",
+    "adam_beta1": "Adam β1",
+    "adam_beta2": "Adam β2",
+    "lr_scheduler_type": "Learning-rate schedule",
+    "warmup_steps": "Warm-up steps (< 1: fraction)",
+    "max_grad_norm": "Max gradient norm",
+    "label_smoothing_factor": "Label smoothing",
+    "loss_pos_weight": "Positive-class loss weight",
+    "bf16": "bf16 mixed precision",
+    "fp16": "fp16 mixed precision",
+    "metric_for_best_model": "Checkpoint chosen by (validation)",
+    "seed": "Seed",
+}
+
+
+def _hyperparameters(training: dict[str, Any]) -> list[tuple[str, str]]:
+    shown = {key: training[key] for key in HYPERPARAMETERS if training.get(key) is not None}
+    if shown.get("max_steps", 0) <= 0:
+        shown.pop("max_steps", None)
+    return [(HYPERPARAMETERS[key], f"`{value}`") for key, value in shown.items()]
+
+
+def _processor_steps(processor: dict[str, Any]) -> list[str]:
+    steps = []
+    size = processor.get("size") or {}
+    if processor.get("do_resize") and "height" in size:
+        steps.append(f"resize to {size['height']}×{size['width']} pixels")
+    elif processor.get("do_resize") and "shortest_edge" in size:
+        steps.append(f"resize the shorter side to {size['shortest_edge']} pixels")
+    crop = processor.get("crop_size") or {}
+    if processor.get("do_center_crop") and "height" in crop:
+        steps.append(f"center-crop {crop['height']}×{crop['width']}")
+    if processor.get("do_rescale"):
+        steps.append("scale pixel values to [0, 1]")
+    if processor.get("do_normalize"):
+        steps.append(f"normalise with mean {processor.get('image_mean')} and std {processor.get('image_std')}")
+    return steps or ["see `preprocessor_config.json`"]
+
+
+def _augmentation(data: dict[str, Any]) -> list[str]:
+    steps = []
+    if data.get("crop_scale_min") is not None:
+        steps.append(f"random resized crop keeping {data['crop_scale_min']:.0%}–100% of the area")
+    if data.get("rotation_degrees"):
+        steps.append(f"random rotation within ±{data['rotation_degrees']}°")
+    if data.get("horizontal_flip"):
+        steps.append("random horizontal flip")
+    return steps
+
+
+METRIC_LABELS = {
+    "auroc_mean": "Mean AUROC (over findings)",
+    "auroc_micro": "Micro AUROC (pooled, the paper's AUC)",
+    "accuracy": "Element-wise accuracy (threshold 0.5)",
+    "accuracy_all_negative": "Element-wise accuracy of predicting all negative",
+    "f1_macro": "Macro F1 (threshold 0.5)",
+    "f1_macro_tuned": "Macro F1 (validation thresholds)",
+    "map": "Mean average precision",
+}
+
+
+def _eval_results(metrics: dict[str, float], dataset_type: str) -> list[EvalResult]:
+    """model-index entries for the official test split: mean AUROC, accuracy, macro F1, AUROC per finding."""
+    common = {"task_type": "image-classification", "task_name": "Multi-label chest X-ray classification",
+              "dataset_type": dataset_type, "dataset_name": NIH_DATASET_NAME, "dataset_split": "test"}
+    entries = [
+        ("roc_auc", "Mean AUROC", metrics["test_auroc_mean"], None),
+        ("accuracy", "Element-wise accuracy", metrics["test_accuracy"], None),
+        ("f1", "Macro F1", metrics["test_f1_macro"], "macro"),
+    ]
+    entries += [("roc_auc", f"AUROC {name}", metrics[f"test_auroc_{name}"], name)
+                for name in FINDINGS if f"test_auroc_{name}" in metrics]
+    return [EvalResult(metric_type=kind, metric_name=label, metric_value=round(float(value), 4),
+                       metric_config=config, **common)
+            for kind, label, value, config in entries if not math.isnan(value)]
+
+
+def _count_rows(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+
+
+def render_model_card(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    license: str = DEFAULT_LICENSE,
+    revision: str | None = None,
+    dataset_id: str | None = None,
+    examples: list[ExampleImage] | None = None,
+) -> ModelCard:
+    """The model card (README.md) of a run folder published as `repo_id`, rendered from `hub_cards/model_card.md`.
+
+    `dataset_id` names the Hub dataset in the metadata (default: the run's dataset when it is a Hub id);
+    `examples` are the images uploaded under examples/ (default: `example_images()`).
+    """
+    run_dir = Path(run_dir)
+    run_config = load_run_config(run_dir)
+    metrics = load_test_metrics(run_dir)
+    model_config = read_json(run_dir / "config.json")
+    processor_config = read_json(run_dir / "preprocessor_config.json")
+    thresholds = read_json(run_dir / "thresholds.json") if (run_dir / "thresholds.json").is_file() else {}
+    results = read_json(run_dir / "all_results.json") if (run_dir / "all_results.json").is_file() else {}
+    examples = example_images() if examples is None else examples
+    dataset_id = dataset_id or hub_dataset_id(run_config)
+    code_files = custom_code_files(model_config)
+    url_prefix = f"https://huggingface.co/{repo_id}/resolve/{quote(revision or 'main', safe='')}/"
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        license=license,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=MODEL_TAGS + (["custom_code"] if code_files else []),
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["roc_auc", "accuracy", "f1"],
+        base_model=base_model(run_config),
+        eval_results=_eval_results(metrics, dataset_id or NIH_DATASET_TYPE),
+        # The hosted widget cannot run custom code, so it gets no examples then.
+        widget=None if code_files else [{"src": url_prefix + e.repo_path, "example_title": e.title} for e in examples],
+    )
+    num_parameters = results.get("num_parameters")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        findings=FINDINGS,
+        architecture=(model_config.get("architectures") or [model_config.get("model_type", "model")])[0],
+        model_type=model_config.get("model_type", "unknown"),
+        num_parameters=f"{num_parameters:,}" if num_parameters else None,
+        base_model=card_data.base_model,
+        custom_code=bool(code_files),
+        code_files=code_files,
+        nih_url=NIH_URL,
+        dataset_id=dataset_id,
+        processor_type=processor_config.get("image_processor_type", "image processor"),
+        processor_steps=_processor_steps(processor_config),
+        augmentation=_augmentation(run_config["data"]),
+        hyperparameters=_hyperparameters(run_config["training"]),
+        num_test_images=_count_rows(run_dir / "test_predictions.csv"),
+        summary=[(label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items()
+                 if f"test_{key}" in metrics],
+        per_finding=[(name, _format(metrics.get(f"test_auroc_{name}")),
+                      _format(thresholds[name]) if name in thresholds else "n/a") for name in FINDINGS],
+        undefined_findings=[name for name in FINDINGS if f"test_auroc_{name}" not in metrics],
+        mean_auroc=_format(metrics["test_auroc_mean"]),
+        references=REFERENCE_RESULTS,
+        example_url=url_prefix + examples[0].repo_path if examples else "chest_xray.png",
+    )

@@ -1,0 +1,37 @@
+"""The `chestxray` command. Each subcommand lives in the module that does the work.
+
+A command module defines `add_arguments(parser)` and `run_cli(args) -> int | None`; it is imported only when
+its subcommand runs, so `chestxray --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("pipeline.convert", "Convert an NIH ChestX-ray14 download into a 🤗 DatasetDict."),
+    "push": ("pipeline.hub", "Publish a training run folder to the Hugging Face Hub."),
+    "predict": ("pipeline.predict", "Predict the 14 findings for images, folders or DICOM files."),
+    "compare": ("pipeline.report", "Compare training runs: report.md with tables and figures."),
+    "study": ("pipeline.study", "Train every model of the comparison study, then write the report."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen subcommand imports its module and adds its arguments.
+    parser = argparse.ArgumentParser(prog="chestxray", description="Chest X-ray classifiers with 🤗 libraries.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module)
+        if argv[:1] == [name]:
+            importlib.import_module(module).add_arguments(sub)
+    args = parser.parse_args(argv)
+    return importlib.import_module(args._module).run_cli(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`chestxray convert`: an NIH ChestX-ray14 download → a `datasets.DatasetDict` folder (and the Hub).
+
+The output appears only when complete: everything is written to a hidden temporary folder next to it and
+renamed at the end, so an interrupted or failed conversion never leaves a loadable half dataset, and an
+existing output is replaced only with `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.cards import render_dataset_card
+from pipeline.dataset import (
+    DEFAULT_IMAGE_SIZE,
+    build_dataset_dict,
+    default_num_proc,
+    load_dataset_dict,
+    push_dataset_dict,
+)
+from pipeline.hub import describe_hub_error
+from pipeline.images import ImageDecodeError
+from pipeline.nih import NIHFormatError, NIHSource, load_source, split_by_patient
+
+CARD_FILE = "README.md"
+
+
+class ConversionError(ValueError):
+    """The conversion cannot proceed (missing images, existing output…); the message says what to do."""
+
+
+@dataclass
+class ConversionSummary:
+    """What was written: images per split, and images listed in the split but absent on disk."""
+
+    output: Path
+    labels_csv: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+def check_output(output: Path, nih_root: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output without `overwrite`, and ever to write over the input."""
+    output, nih_root = output.resolve(), nih_root.resolve()
+    if output == nih_root or output in nih_root.parents:
+        raise ConversionError(f"{output}: the output folder must not be or contain the NIH root {nih_root}")
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"{output} exists and is not a folder")
+
+
+def present_splits(
+    source: NIHSource, splits: dict[str, list[str]], allow_missing: bool
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The names of each split that have an image on disk, and how many are missing per split.
+
+    Missing images are an error unless `allow_missing`, since a partial download would otherwise turn
+    silently into a smaller dataset.
+    """
+    present = {split: [n for n in names if n in source.image_files] for split, names in splits.items()}
+    missing = {split: len(names) - len(present[split]) for split, names in splits.items()}
+    if sum(missing.values()) and not allow_missing:
+        absent = [n for names in splits.values() for n in names if n not in source.image_files]
+        total = sum(len(names) for names in splits.values())
+        raise ConversionError(
+            f"{len(absent)} of {total} images listed in {source.labels_csv.name} and the split lists are missing "
+            f"under {source.root}, e.g. {', '.join(absent[:5])}; finish the download, or pass --allow-missing "
+            "to convert the images that are present"
+        )
+    return present, missing
+
+
+def _move_into_place(built: Path, output: Path, scratch: Path) -> None:
+    if output.exists():
+        output.rename(scratch / "replaced")
+    built.rename(output)
+
+
+def convert(
+    nih_root: Path,
+    output: Path,
+    labels_csv: Path | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    num_proc: int | None = None,
+    allow_missing: bool = False,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+) -> ConversionSummary:
+    """Convert the NIH download at `nih_root` into a DatasetDict saved at `output`, with a README card
+    (whose usage snippet names `repo_id` when the dataset is going to the Hub)."""
+    nih_root, output = Path(nih_root), Path(output)
+    if image_size < 0:
+        raise ConversionError(f"image size {image_size} must be >= 0 (0 keeps the original size)")
+    check_output(output, nih_root, overwrite)
+    source = load_source(nih_root, labels_csv)
+    train, validation = split_by_patient(source.train_val, source.records, validation_fraction, seed)
+    splits, missing = present_splits(
+        source, {"train": train, "validation": validation, "test": source.test}, allow_missing
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        dataset = build_dataset_dict(source, splits, image_size, num_proc or default_num_proc(), scratch / "cache")
+        built = scratch / "dataset"
+        dataset.save_to_disk(str(built))
+        options = {"image_size": image_size, "validation_fraction": validation_fraction, "seed": seed,
+                   "allow_missing": allow_missing}
+        render_dataset_card(dataset, source.labels_csv.name, options, repo_id).save(built / CARD_FILE)
+        _move_into_place(built, output, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ConversionSummary(output, source.labels_csv, {s: len(n) for s, n in splits.items()}, missing)
+
+
+def push_converted(output: Path, repo_id: str, private: bool = False) -> None:
+    """Upload a converted folder: its README card and its splits as Parquet shards."""
+    card = (output / CARD_FILE).read_text(encoding="utf-8")
+    push_dataset_dict(load_dataset_dict(output), repo_id, card, private=private)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nih-root", type=Path, required=True,
+                        help="NIH download: images_001/images/*.png … or images/*.png, the label CSV, split lists")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the DatasetDict (save_to_disk)")
+    parser.add_argument("--labels-csv", type=Path, default=None,
+                        help="label CSV to use (default: Data_Entry_2017_v2020.csv, else Data_Entry_2017.csv)")
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+                        help="shorter side in pixels (default 256: room for 224 px crops at ~1/16 of the "
+                             "decode cost of the 1024 px originals); never enlarges; 0 keeps the original size")
+    parser.add_argument("--validation-fraction", type=_fraction, default=0.1,
+                        help="fraction of the train_val patients held out as validation (default 0.1)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the train/validation patient split")
+    parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="convert the images present when some listed images are missing on disk")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                        help="also upload the dataset (Parquet) with its card to this Hub dataset repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+
+
+def _print_summary(summary: ConversionSummary) -> None:
+    for split, count in summary.counts.items():
+        missing = summary.missing.get(split, 0)
+        print(f"{split}: {count} images" + (f" ({missing} listed but missing on disk)" if missing else ""))
+    print(f"saved to {summary.output} (labels from {summary.labels_csv.name})")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        summary = convert(
+            args.nih_root, args.output, labels_csv=args.labels_csv, image_size=args.image_size,
+            validation_fraction=args.validation_fraction, seed=args.seed, num_proc=args.num_proc,
+            allow_missing=args.allow_missing, overwrite=args.overwrite, repo_id=args.push_to_hub,
+        )
+    except (NIHFormatError, ImageDecodeError, ConversionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    if args.push_to_hub:
+        try:
+            push_converted(summary.output, args.push_to_hub, private=args.private)
+        except Exception as exc:  # any Hub/network failure: one line, not a traceback
+            print(f"error: upload to {args.push_to_hub} failed: {describe_hub_error(exc)}", file=sys.stderr)
+            return 1
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    return 0
+

@@ -1,0 +1,245 @@
+"""Where the models look: attention rollout for vision transformers, Grad-CAM for convolutional networks.
+
+Maps are computed on the image exactly as the model's image processor prepares it (resize, crop, normalise),
+and NIH boxes are carried through the same processor, so map, image and box line up whatever the processor does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+
+from pipeline.labels import FINDINGS, UnknownFindingError, normalize_finding
+
+# BBox_List_2017.csv coordinates refer to the 1024 × 1024 images of the NIH release.
+NIH_IMAGE_SIZE = 1024
+BBOX_HEADER = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
+
+
+class ExplainError(ValueError):
+    """A run folder, image or box file that cannot be explained as asked."""
+
+
+@dataclass(frozen=True)
+class Box:
+    finding: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class Explanation:
+    """The processed image (H × W, 0–255), the map over it (H × W, 0–1) and boxes (x, y, w, h) on it."""
+
+    image: np.ndarray
+    heatmap: np.ndarray
+    boxes: list[tuple[float, float, float, float]]
+    finding: str
+    probability: float
+    method: str
+
+
+def read_bbox_csv(path: str | Path, names: Sequence[str] = FINDINGS) -> dict[str, list[Box]]:
+    """NIH `BBox_List_2017.csv` → image id → boxes (1024 px coordinates), `Infiltrate` read as `Infiltration`."""
+    path = Path(path)
+    boxes: dict[str, list[Box]] = {}
+    with path.open(newline="") as handle:
+        rows = csv.reader(handle)
+        header = [field.strip() for field in next(rows, [])]
+        if header[: len(BBOX_HEADER)] != BBOX_HEADER or any(header[len(BBOX_HEADER) :]):
+            raise ExplainError(f"{path}: header {header} is not NIH's {','.join(BBOX_HEADER)} (+ empty fields)")
+        for line, row in enumerate(rows, start=2):
+            if not any(field.strip() for field in row):
+                continue
+            if len(row) < 6 or any(field.strip() for field in row[6:]):
+                raise ExplainError(f"{path}, line {line}: expected image,finding,x,y,w,h; got {row}")
+            try:
+                x, y, w, h = (float(value) for value in row[2:6])
+                box = Box(normalize_finding(row[1], names), x, y, w, h)
+            except (ValueError, UnknownFindingError) as error:
+                raise ExplainError(f"{path}, line {line}: {error}") from error
+            boxes.setdefault(row[0].strip(), []).append(box)
+    return boxes
+
+
+def scale_box(box: Box, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box from NIH's 1024 px coordinates to an image of `image_size` (width, height)."""
+    sx, sy = image_size[0] / NIH_IMAGE_SIZE, image_size[1] / NIH_IMAGE_SIZE
+    return box.x * sx, box.y * sy, box.width * sx, box.height * sy
+
+
+def load_model(run_dir: str | Path) -> tuple[PreTrainedModel, object]:
+    """The run's model (eval mode) and image processor; remote code only when the config asks for it."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise ExplainError(f"{run_dir}: no config.json, so no model to explain (or pass --explain-images 0)")
+    trust_remote_code = "auto_map" in json.loads(config_path.read_text())
+    model = AutoModelForImageClassification.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+    processor = AutoImageProcessor.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+    if uses_attention(model):
+        # SDPA kernels return no attention weights; the eager path does.
+        model.set_attn_implementation("eager")
+    return model.eval(), processor
+
+
+def uses_attention(model: PreTrainedModel) -> bool:
+    """Whether the model is a transformer whose attention weights rollout can read."""
+    return getattr(model.config, "num_attention_heads", None) is not None
+
+
+def preprocess(image: Image.Image, processor: object) -> torch.Tensor:
+    """(1, 3, H, W) pixel values; grayscale images go to RGB first (processors normalise three channels)."""
+    return processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor], grid: tuple[int, int]) -> np.ndarray:
+    """Abnar & Zuidema (2020): average heads, add the residual, renormalise, multiply through the layers.
+
+    Returns how much the class token draws from each patch, as a `grid` (rows, columns) array. Patch tokens are
+    the last rows × columns tokens (after CLS and any distillation or register tokens).
+    """
+    tokens = attentions[0].shape[-1]
+    patches = grid[0] * grid[1]
+    if patches >= tokens:
+        raise ExplainError(f"{tokens} tokens cannot hold a class token and a {grid[0]}×{grid[1]} patch grid")
+    identity = torch.eye(tokens)
+    rollout = identity
+    for layer in attentions:
+        mixed = 0.5 * layer[0].float().mean(dim=0) + 0.5 * identity
+        rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
+    return rollout[0, -patches:].reshape(grid).detach().numpy()
+
+
+def last_feature_map_layer(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.nn.Module:
+    """The module that last outputs a spatial feature map (N, C, H, W with H, W > 1): the last conv stage.
+
+    Found by one forward pass with hooks, so it works for any convolutional architecture (HF, timm, custom).
+    """
+    found: list[torch.nn.Module] = []
+
+    def record(module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
+            found.append(module)
+
+    handles = [module.register_forward_hook(record) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not found:
+        raise ExplainError(f"{type(model).__name__} has no convolutional feature map for Grad-CAM")
+    return found[-1]
+
+
+def grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) of one logit on the last feature map, at that map's resolution."""
+    layer = last_feature_map_layer(model, pixel_values)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        captured["activation"] = output
+        output.register_hook(lambda gradient: captured.__setitem__("gradient", gradient))
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        model.zero_grad(set_to_none=True)
+        model(pixel_values=pixel_values).logits[0, class_index].backward()
+    finally:
+        handle.remove()
+    activation, gradient = captured["activation"][0].detach(), captured["gradient"][0]
+    weights = gradient.mean(dim=(1, 2))
+    return torch.relu(torch.einsum("c,chw->hw", weights, activation)).numpy()
+
+
+def _to_input_size(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling to the input's (H, W), scaled to 0–1 (all zeros stay zeros)."""
+    tensor = torch.as_tensor(heatmap, dtype=torch.float32)[None, None]
+    upsampled = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0]
+    upsampled = upsampled - upsampled.min()
+    peak = upsampled.max()
+    return (upsampled / peak if peak > 0 else upsampled).numpy()
+
+
+def heatmap(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> tuple[np.ndarray, str]:
+    """The map for one image at input resolution, and the method's name (rollout is not class-specific)."""
+    size = tuple(pixel_values.shape[-2:])
+    if uses_attention(model):
+        with torch.no_grad():
+            attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
+        if not attentions:
+            raise ExplainError(f"{type(model).__name__} returned no attention weights")
+        patch = model.config.patch_size
+        return _to_input_size(
+            attention_rollout(attentions, (size[0] // patch, size[1] // patch)), size
+        ), "attention rollout"
+    return _to_input_size(grad_cam(model, pixel_values, class_index), size), "Grad-CAM"
+
+
+def box_after_preprocessing(
+    box: tuple[float, float, float, float], image_size: tuple[int, int], processor: object
+) -> tuple[float, float, float, float] | None:
+    """Where a box (x, y, w, h on an image of `image_size`) lands after the processor; None if cropped away.
+
+    The box is drawn as a mask and sent through the processor itself, so any resize/crop is followed exactly.
+    """
+    x, y, w, h = box
+    mask = Image.new("L", image_size, 0)
+    ImageDraw.Draw(mask).rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+    values = preprocess(mask, processor)[0, 0].numpy()
+    if values.max() == values.min():
+        return None
+    rows, cols = np.nonzero(values > (values.max() + values.min()) / 2)
+    return float(cols.min()), float(rows.min()), float(cols.max() - cols.min() + 1), float(rows.max() - rows.min() + 1)
+
+
+def _display_image(pixel_values: torch.Tensor) -> np.ndarray:
+    """The first channel of the processed image, stretched back to 0–255 for display."""
+    channel = pixel_values[0, 0].numpy()
+    span = channel.max() - channel.min()
+    return ((channel - channel.min()) / (span if span > 0 else 1.0) * 255).astype(np.uint8)
+
+
+def explain_image(
+    model: PreTrainedModel,
+    processor: object,
+    image: Image.Image,
+    finding: str | None = None,
+    boxes: Sequence[Box] = (),
+) -> Explanation:
+    """Explain one stored image for `finding` (default: the model's most probable finding).
+
+    `boxes` are NIH boxes in 1024 px coordinates; those of `finding` are drawn.
+    """
+    pixel_values = preprocess(image, processor)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(pixel_values=pixel_values).logits[0]).numpy()
+    label2id = {name: int(index) for name, index in model.config.label2id.items()}
+    if finding is None:
+        finding = model.config.id2label[int(np.argmax(probs))]
+    elif finding not in label2id:
+        raise ExplainError(f"the model has no output for {finding!r}; its labels: {', '.join(label2id)}")
+    class_index = label2id[finding]
+    mapped = [
+        box_after_preprocessing(scale_box(b, image.size), image.size, processor) for b in boxes if b.finding == finding
+    ]
+    heat, method = heatmap(model, pixel_values, class_index)
+    return Explanation(
+        _display_image(pixel_values),
+        heat,
+        [b for b in mapped if b is not None],
+        finding,
+        float(probs[class_index]),
+        method,
+    )

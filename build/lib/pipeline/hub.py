@@ -1,0 +1,220 @@
+"""Talking to the Hugging Face Hub: what went wrong, in one line a user can act on."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from pipeline.cards import (
+    DEFAULT_LICENSE,
+    RunFolderError,
+    custom_code_files,
+    example_images,
+    read_json,
+    render_model_card,
+)
+
+# Network errors come from the HTTP client huggingface_hub uses (httpx/httpx2), which are not OSErrors.
+_NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def describe_hub_error(exc: BaseException) -> str:
+    """One line saying why a Hub call failed and what to do, instead of a traceback."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalTokenNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    if isinstance(exc, OfflineModeIsEnabled):
+        return "the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload"
+    if isinstance(exc, LocalTokenNotFoundError):
+        return "not logged in to the Hub: run `hf auth login` or set HF_TOKEN"
+    if isinstance(exc, RepositoryNotFoundError):
+        return f"repository not found, or this token may not access it: {_first_line(exc)}"
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            return "the Hub refused the token (HTTP 401): run `hf auth login` or set a valid HF_TOKEN"
+        if status == 403:
+            return "the token may not write to this repository (HTTP 403): use a token with write access"
+        return f"the Hub answered HTTP {status}: {_first_line(exc)}"
+    if isinstance(exc, ConnectionError | TimeoutError) or type(exc).__module__.split(".")[0] in _NETWORK_MODULES:
+        return f"cannot reach the Hub at {constants.ENDPOINT} ({type(exc).__name__}: {_first_line(exc)})"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+# ---- Publishing a run folder: `chestxray push` ---------------------------------------------------------------
+
+# What a model repo gets from a run folder; checkpoints, optimizer state and predictions stay behind.
+MODEL_FILES = ("config.json", "preprocessor_config.json")
+WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
+RESULT_FILES = ("thresholds.json", "all_results.json", "eval_results.json", "test_results.json", "run_config.yaml")
+LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
+
+
+class PushError(RuntimeError):
+    """Publishing failed for a reason the user can fix; the message is one line saying which."""
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """The run folder's files that are published (model, processor, custom code, results), checked to exist."""
+    missing = [name for name in MODEL_FILES if not (run_dir / name).is_file()]
+    weights = sorted({path for pattern in WEIGHT_PATTERNS for path in run_dir.glob(pattern)})
+    if not weights:
+        missing.append("model.safetensors")
+    code = [run_dir / name for name in custom_code_files(read_json(run_dir / "config.json"))] if not missing else []
+    missing += [path.name for path in code if not path.is_file()]
+    if missing:
+        raise RunFolderError(f"{run_dir}: missing {', '.join(missing)}; is it a run folder written by training?")
+    results = [run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()]
+    return [*(run_dir / name for name in MODEL_FILES), *weights, *code, *results]
+
+
+def write_upload_folder(
+    run_dir: str | Path,
+    folder: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    dataset_id: str | None = None,
+) -> list[str]:
+    """Write into the empty `folder` everything a push of `run_dir` uploads; return the paths, sorted.
+
+    The model card is rendered for `repo_id`/`revision` and the shipped NIH example images go under examples/.
+    """
+    run_dir, folder = Path(run_dir), Path(folder)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PushError(f"invalid --repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: run folder not found")
+    examples = example_images()
+    card = render_model_card(run_dir, repo_id, license=license, revision=revision, dataset_id=dataset_id,
+                             examples=examples)
+    for path in _run_files(run_dir):
+        shutil.copy2(path, folder / path.name)
+    (folder / "examples").mkdir()
+    for example in examples:
+        shutil.copy2(example.path, folder / example.repo_path)
+    card.save(folder / "README.md")
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def _check_no_token(folder: Path, token: str | None) -> None:
+    """Refuse to publish a folder in which any file contains the Hub token."""
+    if not token:
+        return
+    for path in folder.rglob("*"):
+        if path.is_file() and token.encode() in path.read_bytes():
+            raise PushError(f"{path.relative_to(folder)} contains your Hub token; refusing to publish it")
+
+
+def prepare_dry_run(
+    run_dir: str | Path, out_dir: str | Path, repo_id: str, *, overwrite: bool = False, **options: str | None
+) -> list[str]:
+    """Write exactly the folder that `push_run` would upload to `out_dir`; never replaces a non-empty
+    folder unless `overwrite`, and never one that holds the run itself."""
+    run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+        if out_dir == run_dir or out_dir in run_dir.parents:
+            raise PushError(f"{out_dir} holds the run folder {run_dir}; choose another --dry-run folder")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_upload_folder(run_dir, out_dir, repo_id, **options)
+    _check_no_token(out_dir, get_token())
+    return files
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    dataset_id: str | None = None,
+) -> str:
+    """Publish a run folder as the model repo `repo_id` in one commit; return the commit's URL.
+
+    Uploads the model, image processor, custom code, card, thresholds, results and example images; the token
+    (default: the logged-in one) only goes to `HfApi`, never into a file.
+    """
+    token = token or get_token()
+    if not token:
+        raise PushError(f"not logged in to the Hub: {LOGIN_HINT}")
+    if constants.is_offline_mode():
+        raise PushError("the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload")
+    with tempfile.TemporaryDirectory(prefix="chestxray-push-") as tmp:
+        write_upload_folder(run_dir, tmp, repo_id, revision=revision, license=license, dataset_id=dataset_id)
+        _check_no_token(Path(tmp), token)
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp,
+                revision=revision,
+                commit_message=commit_message or f"Upload {Path(run_dir).name} (chest X-ray classifier)",
+            )
+        except Exception as exc:  # any Hub/network failure: one line, not a traceback
+            raise PushError(f"upload to {repo_id} failed: {describe_hub_error(exc)}") from exc
+    return commit.commit_url
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="Run folder written by training.")
+    parser.add_argument("--repo-id", required=True, help="Model repository on the Hub, ORG/NAME.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", help="Branch to push to (created if missing; default: main).")
+    parser.add_argument("--commit-message", help="Commit message (default: names the run).")
+    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"License in the card (default: {DEFAULT_LICENSE}).")
+    parser.add_argument("--dataset-id", help="Hub dataset id for the card (default: the run's, if a Hub id).")
+    parser.add_argument("--dry-run", type=Path, metavar="DIR", help="Write the folder that would be uploaded to DIR.")
+    parser.add_argument("--overwrite", action="store_true", help="With --dry-run: replace a non-empty DIR.")
+
+
+def _print_listing(folder: Path, files: list[str], repo_id: str) -> None:
+    sizes = {name: (folder / name).stat().st_size for name in files}
+    for name in files:
+        print(f"{sizes[name]:>12,}  {name}")
+    total = sum(sizes.values()) / 1e6
+    print(f"dry run: {len(files)} files ({total:.1f} MB) in {folder} would be pushed to {repo_id}; nothing uploaded")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    options = {"revision": args.revision, "license": args.license, "dataset_id": args.dataset_id}
+    try:
+        if args.dry_run is not None:
+            files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
+            _print_listing(args.dry_run, files, args.repo_id)
+        else:
+            url = push_run(args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message,
+                           **options)
+            print(f"pushed {args.run_dir} to {url}")
+    except (PushError, RunFolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

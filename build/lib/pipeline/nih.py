@@ -1,0 +1,288 @@
+"""Read an NIH ChestX-ray14 download: the label CSV (2017 or 2020 format), the split lists, the image files.
+
+Everything here validates as it reads: a bad file raises `NIHFormatError` naming the file, the line and what
+was expected, because a silently mis-parsed row would become a wrong training label.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from pipeline.labels import UnknownFindingError, parse_findings
+
+logger = logging.getLogger(__name__)
+
+# The 2020 revision fixes labels and ages, so it wins when a download holds both.
+LABEL_CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+TRAIN_VAL_LIST = "train_val_list.txt"
+TEST_LIST = "test_list.txt"
+MAX_AGE_YEARS = 120
+# CSV column (as NIH names it) -> Record field.
+COLUMNS = {
+    "Image Index": "image_id",
+    "Finding Labels": "findings",
+    "Follow-up #": "follow_up",
+    "Patient ID": "patient_id",
+    "Patient Age": "age_years",
+    "Patient Gender": "sex",
+    "View Position": "view_position",
+}
+SEXES = ("M", "F")
+VIEW_POSITIONS = ("PA", "AP")
+_AGE = re.compile(r"^(\d+)([YMD]?)$")
+
+
+class NIHFormatError(ValueError):
+    """An NIH file does not have the expected format; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of the label CSV, parsed."""
+
+    image_id: str
+    findings: tuple[str, ...]
+    patient_id: int
+    age_years: int | None
+    sex: str
+    view_position: str
+    follow_up: int
+
+
+@dataclass(frozen=True)
+class NIHSource:
+    """A parsed download: label rows by image name, the two official split lists, the image files on disk."""
+
+    root: Path
+    labels_csv: Path
+    records: dict[str, Record]
+    train_val: list[str]
+    test: list[str]
+    image_files: dict[str, Path]
+
+
+def parse_age(text: str) -> int | None:
+    """Age in whole years from `58` (2020 file) or `058Y`/`011M`/`001D` (2017 file); None when > 120 years.
+
+    Months and days floor to 0 years. The 2017 file holds 16 impossible ages (148-414 years): they become
+    None rather than a number a model could learn from.
+    """
+    match = _AGE.match(text.strip())
+    if match is None:
+        raise ValueError(f"age {text!r} is not a number of years like '58' or '058Y', '011M', '001D'")
+    value, unit = int(match.group(1)), match.group(2) or "Y"
+    years = {"Y": value, "M": value // 12, "D": value // 365}[unit]
+    return None if years > MAX_AGE_YEARS else years
+
+
+def check_image_name(name: str) -> str:
+    """Return `name` if it is a bare file name; a path component (`../x.png`, `a/b.png`) is refused."""
+    if not name or name in (".", "..") or PurePosixPath(name).name != name or PureWindowsPath(name).name != name:
+        raise ValueError(f"image name {name!r} must be a bare file name without a folder")
+    return name
+
+
+def find_labels_csv(root: Path, labels_csv: Path | None = None) -> Path:
+    """The label CSV to use: `labels_csv` when given, else the v2020 file, else the 2017 file in `root`."""
+    if labels_csv is not None:
+        if not Path(labels_csv).is_file():
+            raise NIHFormatError(f"{labels_csv}: label CSV not found")
+        return Path(labels_csv)
+    for name in LABEL_CSV_NAMES:
+        if (root / name).is_file():
+            return root / name
+    raise NIHFormatError(f"{root}: no label CSV; expected {' or '.join(LABEL_CSV_NAMES)} (or pass --labels-csv)")
+
+
+def _header_columns(header: list[str]) -> list[tuple[str, int]]:
+    """(logical name, number of row fields) for each header column.
+
+    NIH's header writes `OriginalImage[Width,Height]` unquoted, so a CSV reader splits it in two pieces,
+    while each row holds two values for it: the pieces are joined back and the column spans two fields.
+    The 2017 header's trailing comma gives an empty last field that no row fills: it is dropped.
+    """
+    while header and not header[-1].strip():
+        header = header[:-1]
+    columns: list[tuple[str, int]] = []
+    pending: list[str] = []
+    for field in header:
+        pending.append(field.strip())
+        if "[" in pending[0] and "]" not in field:
+            continue
+        name = ",".join(pending)
+        width = name.count(",") + 1 if "[" in name else 1
+        columns.append((name, width))
+        pending = []
+    if pending:
+        columns.append((",".join(pending), len(pending)))
+    return columns
+
+
+def _column_offsets(path: Path, header: list[str]) -> tuple[dict[str, int], int]:
+    """Field index of each required column, and the number of fields a row must have."""
+    offsets: dict[str, int] = {}
+    position = 0
+    for name, width in _header_columns(header):
+        offsets.setdefault(name, position)
+        position += width
+    missing = [name for name in COLUMNS if name not in offsets]
+    if missing:
+        raise NIHFormatError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))}; the header has "
+            f"{', '.join(map(repr, offsets))}"
+        )
+    return {name: offsets[name] for name in COLUMNS}, position
+
+
+def _parse_row(fields: list[str], offsets: dict[str, int]) -> Record:
+    value = {column: fields[offset].strip() for column, offset in offsets.items()}
+    for column, allowed in (("Patient Gender", SEXES), ("View Position", VIEW_POSITIONS)):
+        if value[column] not in allowed:
+            raise ValueError(f"{column} {value[column]!r} is not one of {', '.join(allowed)}")
+    for column in ("Patient ID", "Follow-up #"):
+        if not value[column].isdigit():
+            raise ValueError(f"{column} {value[column]!r} is not a whole number")
+    return Record(
+        image_id=check_image_name(value["Image Index"]),
+        findings=tuple(parse_findings(value["Finding Labels"])),
+        patient_id=int(value["Patient ID"]),
+        age_years=parse_age(value["Patient Age"]),
+        sex=value["Patient Gender"],
+        view_position=value["View Position"],
+        follow_up=int(value["Follow-up #"]),
+    )
+
+
+def read_labels_csv(path: Path) -> dict[str, Record]:
+    """Parse `Data_Entry_2017.csv` or `Data_Entry_2017_v2020.csv` (any line endings) into records by image name."""
+    path = Path(path)
+    records: dict[str, Record] = {}
+    lines: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise NIHFormatError(f"{path}: empty file; expected a header line with {', '.join(COLUMNS)}")
+        offsets, n_fields = _column_offsets(path, header)
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue
+            where = f"{path}, line {reader.line_num}"
+            while len(fields) > n_fields and not fields[-1].strip():
+                fields = fields[:-1]
+            if len(fields) != n_fields:
+                raise NIHFormatError(f"{where}: {len(fields)} fields, expected {n_fields} as the header says")
+            try:
+                record = _parse_row(fields, offsets)
+            except (UnknownFindingError, ValueError) as exc:
+                raise NIHFormatError(f"{where}: {exc}") from exc
+            if record.image_id in records:
+                raise NIHFormatError(
+                    f"{where}: duplicate image {record.image_id!r} (first on line {lines[record.image_id]})"
+                )
+            records[record.image_id] = record
+            lines[record.image_id] = reader.line_num
+    return records
+
+
+def read_split_list(path: Path) -> list[str]:
+    """Image names of an official split list (one per line, any line endings, final newline optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIHFormatError(f"{path}: split list not found")
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        try:
+            check_image_name(name)
+        except ValueError as exc:
+            raise NIHFormatError(f"{path}, line {number}: {exc}") from exc
+        if name in seen:
+            raise NIHFormatError(f"{path}, line {number}: duplicate image {name!r} (first on line {seen[name]})")
+        seen[name] = number
+        names.append(name)
+    return names
+
+
+def find_image_files(root: Path) -> dict[str, Path]:
+    """PNG files by name, from the official layout (`images_001/images/`…) and/or a flat `images/` folder."""
+    files: dict[str, Path] = {}
+    for path in sorted([*root.glob("images_*/images/*.png"), *root.glob("images/*.png")]):
+        if path.name in files:
+            raise NIHFormatError(f"duplicate image {path.name!r}: {files[path.name]} and {path}")
+        files[path.name] = path
+    if not files:
+        raise NIHFormatError(
+            f"{root}: no PNG images; expected images_001/images/*.png … images_012/images/*.png or images/*.png"
+        )
+    return files
+
+
+def _check_names_in_csv(names: Iterable[str], records: dict[str, Record], list_path: Path, csv_path: Path) -> None:
+    missing = [name for name in names if name not in records]
+    if missing:
+        raise NIHFormatError(
+            f"{list_path}: {len(missing)} image(s) not in {csv_path.name}, e.g. {', '.join(missing[:5])}"
+        )
+
+
+def load_source(root: Path, labels_csv: Path | None = None) -> NIHSource:
+    """Read and cross-check a download: labels, split lists and images must name the same files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NIHFormatError(f"{root}: NIH root folder not found")
+    csv_path = find_labels_csv(root, labels_csv)
+    records = read_labels_csv(csv_path)
+    train_val = read_split_list(root / TRAIN_VAL_LIST)
+    test = read_split_list(root / TEST_LIST)
+    _check_names_in_csv(train_val, records, root / TRAIN_VAL_LIST, csv_path)
+    _check_names_in_csv(test, records, root / TEST_LIST, csv_path)
+    both = set(train_val) & set(test)
+    if both:
+        raise NIHFormatError(
+            f"{root}: {len(both)} image(s) in both {TRAIN_VAL_LIST} and {TEST_LIST}, e.g. {sorted(both)[:5]}"
+        )
+    shared = {records[n].patient_id for n in train_val} & {records[n].patient_id for n in test}
+    if shared:
+        logger.warning("%d patient(s) have images in both %s and %s", len(shared), TRAIN_VAL_LIST, TEST_LIST)
+    unlisted = len(records) - len(train_val) - len(test)
+    if unlisted:
+        logger.warning("%d row(s) of %s are in neither split list; they are skipped", unlisted, csv_path.name)
+    image_files = find_image_files(root)
+    unlabelled = sorted(set(image_files) - set(records))
+    if unlabelled:
+        logger.warning(
+            "%d image(s) on disk have no row in %s and are skipped, e.g. %s",
+            len(unlabelled), csv_path.name, ", ".join(unlabelled[:5]),
+        )
+    return NIHSource(root, csv_path, records, train_val, test, image_files)
+
+
+def split_by_patient(
+    names: Sequence[str], records: dict[str, Record], validation_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split `names` into (train, validation) so that no patient is in both; deterministic for a seed.
+
+    `validation_fraction` of the patients (at least one when > 0) go to validation; with NIH's ~3 images
+    per patient that is close to the same fraction of images. Names keep their order within each split.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation fraction {validation_fraction} must be in [0, 1)")
+    patients = sorted({records[name].patient_id for name in names})
+    random.Random(seed).shuffle(patients)
+    n_validation = round(validation_fraction * len(patients))
+    if validation_fraction > 0 and len(patients) > 1:
+        n_validation = min(max(n_validation, 1), len(patients) - 1)
+    validation_patients = set(patients[:n_validation])
+    train = [name for name in names if records[name].patient_id not in validation_patients]
+    validation = [name for name in names if records[name].patient_id in validation_patients]
+    return train, validation

@@ -1,0 +1,260 @@
+"""`chestxray predict`: the 14 finding probabilities for X-rays as they come from the field.
+
+Files are decoded by `pipeline.images.load_image` (8/16-bit PNG, RGB/RGBA, JPEG, DICOM) to 8-bit grayscale,
+converted to RGB and passed through the model's own image processor, exactly what
+`pipeline("image-classification")` and the Hub widget do, so all three give the same scores for an NIH PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import RemoteEntryNotFoundError
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from pipeline import paper_cnn  # noqa: F401  (registers "paper_cnn", so run folders load without remote code)
+from pipeline.images import DICOM_SUFFIXES, ImageDecodeError, load_image, to_grayscale
+from pipeline.labels import NO_FINDING
+from pipeline.metrics import DEFAULT_THRESHOLD
+
+THRESHOLDS_FILE = "thresholds.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
+FORMATS = ("table", "json", "csv")
+
+ImageInput = str | Path | Image.Image
+
+
+def load_thresholds(name_or_dir: str | Path, labels: Sequence[str], **hub_kwargs: Any) -> dict[str, float] | None:
+    """Per-finding thresholds from thresholds.json in a model folder or Hub repo; None when it has none."""
+    folder = Path(name_or_dir)
+    if folder.is_dir():
+        path = folder / THRESHOLDS_FILE
+        if not path.is_file():
+            return None
+    else:
+        try:
+            path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS_FILE, **hub_kwargs))
+        except RemoteEntryNotFoundError:
+            return None
+    thresholds = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(thresholds, dict) or set(thresholds) != set(labels):
+        raise ValueError(f"{path}: expected one threshold for each of the model's findings: {', '.join(labels)}")
+    return {name: float(thresholds[name]) for name in labels}
+
+
+def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """The GPU in bf16 where it supports it, else the GPU in fp32, else the CPU in fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def _as_rgb(image: ImageInput) -> Image.Image:
+    """The RGB image the image processor gets: decoded to grayscale first, as the training images were."""
+    grayscale = to_grayscale(image) if isinstance(image, Image.Image) else load_image(image)
+    return grayscale.convert("RGB")
+
+
+class Predictor:
+    """A multi-label X-ray classifier with its image processor and decision thresholds, ready for inference."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        thresholds: dict[str, float] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        default_device, default_dtype = default_device_and_dtype()
+        self.device = torch.device(device) if device is not None else default_device
+        self.dtype = dtype or (default_dtype if self.device.type == "cuda" else torch.float32)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor = processor
+        id2label = model.config.id2label
+        self.labels = [id2label[i] for i in sorted(id2label, key=int)]
+        self.thresholds = thresholds or dict.fromkeys(self.labels, DEFAULT_THRESHOLD)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_dir: str | Path,
+        *,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Predictor:
+        """Load a published model (Hub id) or a run folder, with thresholds.json when it has one."""
+        hub_kwargs = {"revision": revision} if revision else {}
+        model = AutoModelForImageClassification.from_pretrained(
+            name_or_dir, trust_remote_code=trust_remote_code, **hub_kwargs
+        )
+        processor = AutoImageProcessor.from_pretrained(name_or_dir, trust_remote_code=trust_remote_code, **hub_kwargs)
+        labels = [model.config.id2label[i] for i in sorted(model.config.id2label, key=int)]
+        thresholds = load_thresholds(name_or_dir, labels, **hub_kwargs)
+        return cls(model, processor, thresholds, device=device, dtype=dtype)
+
+    def thresholds_for(self, threshold: float | None = None) -> dict[str, float]:
+        """The decision threshold of each finding: `threshold` for all when given, else the model's own."""
+        return self.thresholds if threshold is None else dict.fromkeys(self.labels, threshold)
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[Image.Image]) -> list[list[float]]:
+        """Sigmoid scores (one list of len(labels) per image) for RGB images."""
+        pixel_values = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        logits = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.dtype)).logits
+        return torch.sigmoid(logits.float()).cpu().tolist()
+
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 16,
+        threshold: float | None = None,
+        on_error: str = "raise",
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One dict per input: `image`, `probabilities` {finding: p}, `positives` [findings at the threshold].
+
+        `threshold` overrides the per-finding thresholds. With `on_error="record"` an unreadable file gives
+        `{"image": ..., "error": message}` and the others go on; with "raise" it raises `ImageDecodeError`.
+        """
+        if on_error not in ("raise", "record"):
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+        thresholds = self.thresholds_for(threshold)
+        results: list[dict[str, Any]] = []
+        with tqdm(total=len(images), unit="image", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+                results += self._predict_batch(batch, start, thresholds, on_error)
+                bar.update(len(batch))
+        return results
+
+    def _predict_batch(
+        self, batch: Sequence[ImageInput], start: int, thresholds: dict[str, float], on_error: str
+    ) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        decoded: list[tuple[dict[str, Any], Image.Image]] = []
+        for offset, image in enumerate(batch):
+            result: dict[str, Any] = {"image": _image_name(image, start + offset)}
+            try:
+                decoded.append((result, _as_rgb(image)))
+            except ImageDecodeError as exc:
+                if on_error == "raise":
+                    raise
+                result["error"] = str(exc)
+            results.append(result)
+        if decoded:
+            for (result, _), scores in zip(decoded, self.probabilities([rgb for _, rgb in decoded]), strict=True):
+                result["probabilities"] = dict(zip(self.labels, scores, strict=True))
+                result["positives"] = [
+                    name for name, p in zip(self.labels, scores, strict=True) if p >= thresholds[name]
+                ]
+        return results
+
+
+def _image_name(image: ImageInput, index: int) -> str:
+    return f"image {index}" if isinstance(image, Image.Image) else str(image)
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files to predict (folders searched recursively for image suffixes) and one error per bad input."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += found
+            if not found:
+                errors.append(f"{item}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        elif item.is_file():
+            files.append(item)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    return files, errors
+
+
+def format_table(results: Sequence[dict[str, Any]], thresholds: dict[str, float]) -> Iterator[str]:
+    for result in results:
+        if "error" in result:
+            continue
+        yield f"{result['image']}  positives: {', '.join(result['positives']) or NO_FINDING}"
+        for name, p in result["probabilities"].items():
+            mark = "*" if name in result["positives"] else " "
+            yield f"  {mark} {name:<20s} {p:8.4f}   (threshold {thresholds[name]:.3f})"
+
+
+def write_results(
+    results: Sequence[dict[str, Any]], fmt: str, labels: Sequence[str], thresholds: dict[str, float]
+) -> None:
+    """Print the successful results to stdout as a table, JSON or CSV (one row per image)."""
+    ok = [r for r in results if "error" not in r]
+    if fmt == "json":
+        json.dump([{key: r[key] for key in ("image", "probabilities", "positives")} for r in ok], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", *labels, "positives"])
+        for r in ok:
+            writer.writerow(
+                [r["image"], *(f"{r['probabilities'][n]:.6f}" for n in labels), "|".join(r["positives"]) or NO_FINDING]
+            )
+    else:
+        for line in format_table(ok, thresholds):
+            print(line)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hub model id or a local model/run folder.")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="Image files or folders (searched recursively)."
+    )
+    parser.add_argument(
+        "--threshold", type=float, help="One threshold for all findings (default: thresholds.json, else 0.5)."
+    )
+    parser.add_argument("--format", choices=FORMATS, default="table", help="Output format (default: table).")
+    parser.add_argument("--batch-size", type=int, default=16, help="Images per forward pass (default: 16).")
+    parser.add_argument("--revision", help="Branch, tag or commit of a Hub model.")
+    parser.add_argument("--trust-remote-code", action="store_true", help="Allow models with custom code (paper_cnn).")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, … (default: the GPU if there is one).")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print(f"error: --threshold must be between 0 and 1, got {args.threshold}", file=sys.stderr)
+        return 2
+    files, errors = expand_inputs(args.inputs)
+    try:
+        predictor = Predictor.from_pretrained(
+            args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, device=args.device
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot load model {args.model!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    progress = any(Path(item).is_dir() for item in args.inputs)
+    results = predictor.predict(
+        [str(f) for f in files],
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        on_error="record",
+        progress=progress,
+    )
+    write_results(results, args.format, predictor.labels, predictor.thresholds_for(args.threshold))
+    errors += [r["error"] for r in results if "error" in r]
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0

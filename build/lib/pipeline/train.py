@@ -1,0 +1,222 @@
+"""One training run: arguments → dataset → model → Trainer → run folder.
+
+The run folder holds the best model with its image processor, the metrics on validation and on the official
+test split, per-image test probabilities, per-finding thresholds, the resolved config and the log history.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from pipeline.arguments import (
+    ChestXrayTrainingArguments,
+    ConfigError,
+    DataArguments,
+    ModelArguments,
+    parse_args,
+    resolved_config,
+)
+from pipeline.dataset import finding_names, load_dataset_dict
+from pipeline.metrics import choose_thresholds, make_compute_metrics
+from pipeline.models import build_image_processor, build_model
+from pipeline.transforms import eval_transform, train_transform
+
+RUN_FINISHED_MARKER = "test_results.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the recipes: parse the YAML recipe and flags, train, evaluate, save."""
+    try:
+        run(*parse_args(list(argv) if argv is not None else None))
+    except (ConfigError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: ChestXrayTrainingArguments,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Path:
+    output_dir = Path(training_args.output_dir)
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    with training_args.main_process_first(desc="checking output_dir", local=False):
+        prepare_output_dir(output_dir, resume=resume is not None, overwrite=training_args.overwrite_output_dir)
+
+    trainer, splits, processor = build_trainer(model_args, data_args, training_args, callbacks)
+    names = finding_names(splits["train"])
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default
+    trainer.save_metrics(
+        "train",
+        {
+            **train_result.metrics,
+            "num_parameters": trainer.model.num_parameters(),
+            "world_size": training_args.world_size,
+        },
+    )
+
+    validation_probs = predict_split(trainer, splits["validation"], processor, "eval", output_dir)
+    thresholds = choose_thresholds(validation_probs, np.asarray(splits["validation"]["labels"]), names)
+    trainer.compute_metrics = make_compute_metrics(names, thresholds)
+    predict_split(trainer, splits["test"], processor, "test", output_dir)
+    trainer.save_state()
+
+    if trainer.is_world_process_zero():
+        write_json(output_dir / "thresholds.json", thresholds)
+        config = resolved_config(model_args, data_args, training_args)
+        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        if training_args.push_to_hub:
+            from pipeline.hub import push_run
+
+            push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
+    return output_dir
+
+
+def build_trainer(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: ChestXrayTrainingArguments,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> tuple[Trainer, dict[str, Dataset], Any]:
+    """The Trainer of a run, with its raw splits and image processor; shared by `run` and the benchmarks."""
+    set_seed(training_args.seed)  # before the model is built: the Trainer seeds too late for its weights
+    dataset = load_dataset_dict(data_args.dataset_name_or_path)
+    names = finding_names(dataset)
+    splits = select_splits(dataset, data_args)
+    processor = build_image_processor(model_args)
+    model = build_model(model_args, names=names)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"].with_transform(
+            train_transform(
+                processor,
+                crop_scale_min=data_args.crop_scale_min,
+                rotation_degrees=data_args.rotation_degrees,
+                horizontal_flip=data_args.horizontal_flip,
+            )
+        ),
+        eval_dataset=splits["validation"].with_transform(eval_transform(processor)),
+        processing_class=processor,
+        callbacks=list(callbacks),
+        compute_metrics=make_compute_metrics(names),
+        compute_loss_func=(
+            weighted_bce_loss(positive_weights(np.asarray(splits["train"]["labels"])))
+            if training_args.loss_pos_weight == "auto"
+            else None
+        ),
+    )
+    return trainer, splits, processor
+
+
+def resolve_resume(value: str | None, output_dir: Path) -> str | None:
+    """`resume_from_checkpoint`: a checkpoint folder, or true/last for the newest one in output_dir."""
+    if value is None or value.lower() in ("false", "no", ""):
+        return None
+    if value.lower() in ("true", "last", "yes"):
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise ConfigError(f"resume_from_checkpoint={value}: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"resume_from_checkpoint={value}: no such checkpoint folder")
+    return value
+
+
+def prepare_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into a folder that holds another, unless asked to replace it."""
+    if resume or not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {output_dir} is not empty; pass --resume_from_checkpoint true to continue that run "
+            "or --overwrite_output_dir true to replace it"
+        )
+    shutil.rmtree(output_dir)
+
+
+def select_splits(dataset: dict[str, Dataset], data_args: DataArguments) -> dict[str, Dataset]:
+    """The three splits by their configured names, truncated when asked (and said so)."""
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_eval_samples,
+    }
+    split_names = {
+        "train": data_args.train_split,
+        "validation": data_args.validation_split,
+        "test": data_args.test_split,
+    }
+    splits = {}
+    for role, name in split_names.items():
+        if name not in dataset:
+            raise ConfigError(f"dataset {data_args.dataset_name_or_path} has no split {name!r} (has {list(dataset)})")
+        split = dataset[name]
+        if limits[role] is not None and limits[role] < len(split):
+            print(f"{role}: using the first {limits[role]} of {len(split)} images (max_*_samples)")
+            split = split.select(range(limits[role]))
+        splits[role] = split
+    return splits
+
+
+def positive_weights(labels: np.ndarray) -> torch.Tensor:
+    """negatives / positives per finding, 1 where a finding has no positives: BCE's usual class balance."""
+    positives = labels.sum(axis=0)
+    negatives = len(labels) - positives
+    return torch.tensor(np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0), dtype=torch.float32)
+
+
+def weighted_bce_loss(pos_weight: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """A `compute_loss_func` for the Trainer: BCE with logits and per-finding positive weights."""
+
+    def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | None = None) -> torch.Tensor:
+        logits = outputs["logits"].float()
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, labels.to(logits.dtype), pos_weight=pos_weight.to(logits.device)
+        )
+
+    return loss
+
+
+def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, output_dir: Path) -> np.ndarray:
+    """Predict one split, log and save its metrics, write its per-image probabilities; return them."""
+    output = trainer.predict(split.with_transform(eval_transform(processor)), metric_key_prefix=prefix)
+    trainer.log_metrics(prefix, output.metrics)
+    trainer.save_metrics(prefix, output.metrics)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    probs = torch.sigmoid(torch.from_numpy(np.asarray(logits, dtype=np.float32))).numpy()
+    if len(probs) != len(split):
+        raise RuntimeError(f"{prefix}: got {len(probs)} predictions for {len(split)} images")
+    if trainer.is_world_process_zero():
+        name = "test" if prefix == "test" else "validation"
+        write_predictions(output_dir / f"{name}_predictions.csv", split["image_id"], probs, finding_names(split))
+    return probs
+
+
+def write_predictions(path: Path, image_ids: Sequence[str], probs: np.ndarray, names: Sequence[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", *names])
+        for image_id, row in zip(image_ids, probs, strict=True):
+            writer.writerow([image_id, *(f"{p:.6g}" for p in row)])
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,60 @@
+"""The benchmark scripts run end to end on a tiny CPU config and write complete JSON lines (no timing checks)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import dataloader, predict, train  # noqa: E402
+
+TINY = ["--config", str(REPO / "recipes" / "configs" / "demo.yaml"), "--use_cpu", "true",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"]
+
+
+def read_line(path: Path) -> dict:
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def assert_positive(result: dict, keys: list[str]) -> None:
+    for key in keys:
+        assert isinstance(result[key], float | int) and result[key] > 0, key
+
+
+def test_train_benchmark_on_generated_data(tmp_path):
+    output = tmp_path / "results.jsonl"
+    result = train.measure(["--synthetic", "40", "--synthetic-size", "64", "--workdir", str(tmp_path / "work"),
+                            "--steps", "2", "--warmup", "1", "--peak-tflops", "1", "--output", str(output),
+                            *TINY, "--dataloader_num_workers", "0"])
+    assert read_line(output) == result
+    assert result["benchmark"] == "train" and result["device"] == "cpu" and result["image_size"] == 64
+    assert result["batch_size"] == 4 and result["bf16"] is False
+    assert_positive(result, ["bare_step_img_s", "pipeline_img_s", "pipeline_vs_bare", "time_to_first_step_s",
+                             "build_trainer_s", "train_start_to_first_step_s", "train_gflops_per_image",
+                             "train_images"])
+    assert {"pipeline_mfu", "bare_mfu"} <= set(result)
+    assert (tmp_path / "work" / "synthetic_40_64").is_dir()  # --workdir is kept
+
+
+def test_synthetic_and_dataset_are_exclusive(tmp_path):
+    with pytest.raises(SystemExit, match="not both"):
+        train.measure(["--synthetic", "8", "--workdir", str(tmp_path), *TINY, "--dataset_name_or_path", "x"])
+
+
+def test_dataloader_benchmark_per_worker_count(tiny_dataset_dir):
+    result = dataloader.measure(["--workers", "0", "1", "--batches", "2", "--warmup", "1", *TINY,
+                                 "--dataset_name_or_path", str(tiny_dataset_dir)])
+    assert result["benchmark"] == "dataloader"
+    assert_positive(result, ["train_workers_0_img_s", "train_workers_1_img_s", "eval_workers_1_img_s",
+                             "train_workers_1_first_batch_s"])
+
+
+def test_predict_benchmark_against_bare_forward(tmp_path):
+    result = predict.measure(["--images", "6", "--batch-size", "3", "--warmup", "1", "--device", "cpu", *TINY])
+    assert result["benchmark"] == "predict" and result["images"] == 6 and result["dtype"] == "float32"
+    assert_positive(result, ["bare_forward_img_s", "predict_img_s", "predict_vs_bare"])
