@@ -8,13 +8,14 @@ Each script parses its own flags first (`argparse.parse_known_args`); the rest i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,15 +94,14 @@ def autocast(device: torch.device, bf16: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-@contextmanager
-def timed(device: torch.device) -> Iterator[dict[str, float]]:
-    """`with timed(device) as t: …` then `t["seconds"]`: wall time including the device's queued work."""
-    result: dict[str, float] = {}
-    synchronize(device)
-    start = time.perf_counter()
-    yield result
-    synchronize(device)
-    result["seconds"] = time.perf_counter() - start
+def rates(marks: Sequence[float], images_per_step: int) -> tuple[float, float]:
+    """Images/s from clock readings at step ends (first = start): overall, and at the median step.
+
+    The overall rate is the headline on a GPU. On a CPU shared with other jobs, the median step is the robust
+    one: a burst of foreign load slows a few steps, not the median (CPU readings need no device sync).
+    """
+    durations = [end - start for start, end in itertools.pairwise(marks)]
+    return images_per_step * len(durations) / (marks[-1] - marks[0]), images_per_step / statistics.median(durations)
 
 
 def cpu_model() -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from benchmarks.common import environment, model_description, recipe_argv, report, scratch_folder, timed  # noqa: E402
+from benchmarks.common import environment, model_description, rates, recipe_argv, report, scratch_folder  # noqa: E402
 from pipeline.arguments import parse_args  # noqa: E402
 from pipeline.labels import FINDINGS  # noqa: E402
 from pipeline.models import build_image_processor, build_model  # noqa: E402
@@ -50,61 +51,67 @@ def build_predictor(args: argparse.Namespace, rest: Sequence[str], workdir: Path
     return predictor, model_description(model_args, processor_geometry(processor)[0])
 
 
-def predict_rate(predictor: Predictor, files: Sequence[str], batch_size: int) -> float:
-    """Images/s of `Predictor.predict` on files, as `chestxray predict` runs it."""
-    with timed(predictor.device) as clock:
-        results = predictor.predict(files, batch_size=batch_size)
-    if len(results) != len(files) or any("error" in r for r in results):
-        raise RuntimeError("predict did not return one result per image")
-    return len(files) / clock["seconds"]
-
-
 @torch.inference_mode()
-def bare_forward_rate(predictor: Predictor, image_size: int, batch_size: int, batches: int, warmup: int) -> float:
-    """Images/s of the model's forward pass alone on a random batch already on the device, in its dtype."""
+def interleaved_rates(predictor: Predictor, files: Sequence[str], batch_size: int) -> dict[str, float]:
+    """Images/s (overall, median batch) of `Predictor.predict` on files, one batch a call as `chestxray predict`
+    runs it, and of the bare forward pass on a random batch already on the device in the model's dtype; the
+    two alternate batch by batch, so that other load on the machine slows both alike. Both bring the logits
+    back to the CPU, which syncs the device."""
+    image_size = processor_geometry(predictor.processor)[0]
     pixels = torch.randn(batch_size, 3, image_size, image_size, device=predictor.device, dtype=predictor.dtype)
-    for _ in range(warmup):
-        predictor.model(pixel_values=pixels)
-    with timed(predictor.device) as clock:
-        for _ in range(batches):
-            predictor.model(pixel_values=pixels)
-    return batch_size * batches / clock["seconds"]
+    predict_seconds, bare_seconds = [], []
+    for start in range(0, len(files), batch_size):
+        begin = time.perf_counter()
+        results = predictor.predict(files[start : start + batch_size], batch_size=batch_size)
+        predict_seconds.append(time.perf_counter() - begin)
+        if any("error" in result for result in results):
+            raise RuntimeError(f"predict failed: {results}")
+        begin = time.perf_counter()
+        predictor.model(pixel_values=pixels).logits.cpu()
+        bare_seconds.append(time.perf_counter() - begin)
+    predicted, predicted_median = rates(list(itertools.accumulate(predict_seconds, initial=0.0)), batch_size)
+    bare, bare_median = rates(list(itertools.accumulate(bare_seconds, initial=0.0)), batch_size)
+    return {
+        "bare_forward_img_s": round(bare, 2),
+        "bare_forward_img_s_median_batch": round(bare_median, 2),
+        "predict_img_s": round(predicted, 2),
+        "predict_img_s_median_batch": round(predicted_median, 2),
+        "predict_vs_bare": round(predicted / bare, 3),
+        "predict_vs_bare_median_batch": round(predicted_median / bare_median, 3),
+    }
 
 
 def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="run folder or Hub id (default: build from recipe flags)")
     parser.add_argument("--images-dir", type=Path, default=SAMPLE_IMAGES, help="folder of X-rays to predict")
-    parser.add_argument("--images", type=int, default=128, help="files predicted (the folder's, cycled)")
+    parser.add_argument("--images", type=int, default=128, help="files predicted (the folder's, cycled; "
+                        "a multiple of --batch-size)")
     parser.add_argument("--batch-size", type=int, default=16, help="as `chestxray predict --batch-size`")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches before each measurement")
     parser.add_argument("--device", default=None, help="cpu, cuda, … (default: as chestxray predict)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None, help="also append the JSON line to this file")
     args, rest = parser.parse_known_args(argv)
+    if args.images % args.batch_size:
+        parser.error(f"--images {args.images} is not a multiple of --batch-size {args.batch_size}")
     files, errors = expand_inputs([args.images_dir])
     if errors:
         parser.error("; ".join(errors))
     files = [str(path) for path in itertools.islice(itertools.cycle(files), args.images)]
     with scratch_folder(args.workdir) as workdir:
         predictor, description = build_predictor(args, rest, workdir)
-    image_size = processor_geometry(predictor.processor)[0]
     predictor.predict(files[: args.warmup * args.batch_size], batch_size=args.batch_size)
-    predicted = predict_rate(predictor, files, args.batch_size)
-    batches = max(1, len(files) // args.batch_size)
-    bare = bare_forward_rate(predictor, image_size, args.batch_size, batches, args.warmup)
     result = {
         "benchmark": "predict",
         **environment(predictor.device),
         **description,
-        "image_size": image_size,
+        "image_size": processor_geometry(predictor.processor)[0],
         "dtype": str(predictor.dtype).removeprefix("torch."),
         "batch_size": args.batch_size,
         "images": len(files),
         "images_dir": str(args.images_dir),
-        "bare_forward_img_s": round(bare, 2),
-        "predict_img_s": round(predicted, 2),
-        "predict_vs_bare": round(predicted / bare, 3),
+        **interleaved_rates(predictor, files, args.batch_size),
     }
     report(result, args.output)
     return result

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+from pipeline.hardware import bf16_supported
 
 
 class ConfigError(ValueError):
@@ -119,6 +120,9 @@ class ChestXrayTrainingArguments(TrainingArguments):
     dataloader_persistent_workers: bool | None = field(
         default=None, metadata={"help": "Keep workers between epochs; default: on when there are workers."}
     )
+    # The multi-label BCE is a per-batch mean; the token-count averaging meant for language models would
+    # multiply it by the number of processes.
+    average_tokens_across_devices: bool = False
     loss_pos_weight: str | None = field(
         default=None,
         metadata={"help": "'auto': weight each finding's positives by negatives/positives of the training split."},
@@ -129,14 +133,19 @@ class ChestXrayTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         if self.bf16 is None:
-            self.bf16 = bool(not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = not self.use_cpu and bf16_supported()
         if self.dataloader_num_workers is None:
             self.dataloader_num_workers = default_num_workers()
         if self.dataloader_persistent_workers is None:
             self.dataloader_persistent_workers = self.dataloader_num_workers > 0
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("push_to_hub needs hub_model_id (ORG/NAME of the model repo)")
         if self.loss_pos_weight not in (None, "auto"):
             raise ConfigError(f"loss_pos_weight must be 'auto' or unset, got {self.loss_pos_weight!r}")
         super().__post_init__()
+        if self.lr_scheduler_type == "reduce_lr_on_plateau" and self.greater_is_better:
+            # A plateau of AUROC means it stopped rising; torch's default mode "min" would cut the rate as it rises.
+            self.lr_scheduler_kwargs = {"mode": "max", **(self.lr_scheduler_kwargs or {})}
 
 
 def default_num_workers() -> int:

@@ -1,9 +1,11 @@
 """Training augmentation on the accelerator: one `affine_grid` + `grid_sample` for the whole batch.
 
 DataLoader workers then only decode PNGs to uint8 tensors, which keeps fast models fed where per-image
-torchvision augmentation in the workers cannot (see BENCHMARKS.md). The geometry matches
-`transforms.build_train_augmentation`: a random resized crop (area fraction in [crop_scale_min, 1], aspect
-ratio in [0.9, 1.1]), a rotation of ± rotation_degrees with black corners, an optional horizontal flip.
+torchvision augmentation in the workers cannot (see BENCHMARKS.md). The augmentation has the parameters of
+`transforms.build_train_augmentation` — a random resized crop (area fraction in [crop_scale_min, 1], aspect
+ratio in [0.9, 1.1]), a rotation of ± rotation_degrees, an optional horizontal flip — but not its exact pixels:
+it samples from the decoded image at 8/7 of the input size, and the corners a rotation uncovers are black
+before normalisation.
 """
 
 from __future__ import annotations

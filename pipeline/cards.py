@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import timm
 import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
@@ -99,16 +100,26 @@ class RunFolderError(ValueError):
 
 @dataclass(frozen=True)
 class ReferenceResult:
-    """A published mean AUROC on the official NIH test split, with where it comes from."""
+    """A published mean AUROC on NIH ChestX-ray14, the test split it was measured on, and where it comes from."""
 
     model: str
     mean_auroc: float
     source: str
+    test_split: str = "official test list"
 
 
-_XIAO_2023 = "Xiao et al., WACV 2023, [arXiv:2210.12843](https://arxiv.org/abs/2210.12843)"
+_XIAO_2023 = (
+    "Xiao et al., *Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification*, WACV 2023, "
+    "[arXiv:2210.12843](https://arxiv.org/abs/2210.12843)"
+)
 REFERENCE_RESULTS = (
-    ReferenceResult("DenseNet-121, ImageNet pre-trained (CheXNet-style)", 0.822, _XIAO_2023),
+    ReferenceResult(
+        "CheXNet (DenseNet-121, ImageNet pre-trained)",
+        0.841,
+        "Rajpurkar et al., *CheXNet*, 2017, [arXiv:1711.05225](https://arxiv.org/abs/1711.05225)",
+        "its own patient-wise random split, **not** the official test list",
+    ),
+    ReferenceResult("DenseNet-121, ImageNet pre-trained", 0.822, _XIAO_2023),
     ReferenceResult("ViT-S/16, ImageNet pre-trained", 0.796, _XIAO_2023),
     ReferenceResult("ViT-B/16, MAE pre-trained on chest X-rays", 0.830, _XIAO_2023),
 )
@@ -177,17 +188,48 @@ def custom_code_files(model_config: dict[str, Any]) -> list[str]:
     return sorted({reference.split("--")[-1].rsplit(".", 1)[0] + ".py" for reference in references})
 
 
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` reads as a Hub repo id (`org/name`) rather than a local path (which it must not exist as)."""
+    name = str(name or "")
+    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    return looks_like_id and not Path(name).exists()
+
+
+def timm_hub_id(architecture: str) -> str | None:
+    """The Hub copy of a timm architecture's pretrained weights (e.g. `timm/densenet121.tv_in1k`), if it has one."""
+    pretrained_cfg = timm.models.get_pretrained_cfg(architecture)
+    return pretrained_cfg.hf_hub_id if pretrained_cfg is not None else None
+
+
 def base_model(run_config: dict[str, Any]) -> str | None:
-    """The checkpoint a run was fine-tuned from; None when it was trained from scratch."""
+    """The Hub checkpoint a run was fine-tuned from (a timm architecture's Hub copy included); None when it was
+    trained from scratch or fine-tuned from a local folder, whose path must not leak into the card."""
     model = run_config["model"]
-    return model.get("model_name_or_path") if model.get("pretrained") else None
+    if not model.get("pretrained"):
+        return None
+    name = model.get("model_name_or_path")
+    if name is None and model.get("timm_architecture"):
+        return timm_hub_id(model["timm_architecture"])
+    return name if is_hub_id(name) else None
+
+
+def initialisation(run_config: dict[str, Any]) -> str:
+    """How the card says the weights started: a link to the Hub base model, a local checkpoint, or scratch."""
+    hub_id = base_model(run_config)
+    if hub_id:
+        return f"fine-tuned from [`{hub_id}`](https://huggingface.co/{hub_id})"
+    model = run_config["model"]
+    if not model.get("pretrained"):
+        return "trained from scratch (random initialisation)"
+    if model.get("model_name_or_path") is None and model.get("timm_architecture"):
+        return f"fine-tuned from timm's pretrained `{model['timm_architecture']}` weights"
+    return "fine-tuned from a local checkpoint"
 
 
 def hub_dataset_id(run_config: dict[str, Any]) -> str | None:
     """The run's dataset if it is a Hub id (`org/name` that is not a local folder); None for a local folder."""
-    name = str(run_config["data"].get("dataset_name_or_path") or "")
-    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    return name if looks_like_id and not Path(name).exists() else None
+    name = run_config["data"].get("dataset_name_or_path")
+    return name if is_hub_id(name) else None
 
 
 def _format(value: float | None) -> str:
@@ -265,18 +307,30 @@ METRIC_LABELS = {
 
 def _eval_results(metrics: dict[str, float], dataset_type: str) -> list[EvalResult]:
     """model-index entries for the official test split: mean AUROC, accuracy, macro F1, AUROC per finding."""
-    common = {"task_type": "image-classification", "task_name": "Multi-label chest X-ray classification",
-              "dataset_type": dataset_type, "dataset_name": NIH_DATASET_NAME, "dataset_split": "test"}
+    common = {
+        "task_type": "image-classification",
+        "task_name": "Multi-label chest X-ray classification",
+        "dataset_type": dataset_type,
+        "dataset_name": NIH_DATASET_NAME,
+        "dataset_split": "test",
+    }
     entries = [
         ("roc_auc", "Mean AUROC", metrics["test_auroc_mean"], None),
         ("accuracy", "Element-wise accuracy", metrics["test_accuracy"], None),
         ("f1", "Macro F1", metrics["test_f1_macro"], "macro"),
     ]
-    entries += [("roc_auc", f"AUROC {name}", metrics[f"test_auroc_{name}"], name)
-                for name in FINDINGS if f"test_auroc_{name}" in metrics]
-    return [EvalResult(metric_type=kind, metric_name=label, metric_value=round(float(value), 4),
-                       metric_config=config, **common)
-            for kind, label, value, config in entries if not math.isnan(value)]
+    entries += [
+        ("roc_auc", f"AUROC {name}", metrics[f"test_auroc_{name}"], name)
+        for name in FINDINGS
+        if f"test_auroc_{name}" in metrics
+    ]
+    return [
+        EvalResult(
+            metric_type=kind, metric_name=label, metric_value=round(float(value), 4), metric_config=config, **common
+        )
+        for kind, label, value, config in entries
+        if not math.isnan(value)
+    ]
 
 
 def _count_rows(path: Path) -> int | None:
@@ -334,7 +388,7 @@ def render_model_card(
         architecture=(model_config.get("architectures") or [model_config.get("model_type", "model")])[0],
         model_type=model_config.get("model_type", "unknown"),
         num_parameters=f"{num_parameters:,}" if num_parameters else None,
-        base_model=card_data.base_model,
+        initialisation=initialisation(run_config),
         custom_code=bool(code_files),
         code_files=code_files,
         nih_url=NIH_URL,
@@ -344,10 +398,17 @@ def render_model_card(
         augmentation=_augmentation(run_config["data"]),
         hyperparameters=_hyperparameters(run_config["training"]),
         num_test_images=_count_rows(run_dir / "test_predictions.csv"),
-        summary=[(label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items()
-                 if f"test_{key}" in metrics],
-        per_finding=[(name, _format(metrics.get(f"test_auroc_{name}")),
-                      _format(thresholds[name]) if name in thresholds else "n/a") for name in FINDINGS],
+        summary=[
+            (label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items() if f"test_{key}" in metrics
+        ],
+        per_finding=[
+            (
+                name,
+                _format(metrics.get(f"test_auroc_{name}")),
+                _format(thresholds[name]) if name in thresholds else "n/a",
+            )
+            for name in FINDINGS
+        ],
         undefined_findings=[name for name in FINDINGS if f"test_auroc_{name}" not in metrics],
         mean_auroc=_format(metrics["test_auroc_mean"]),
         references=REFERENCE_RESULTS,

@@ -7,7 +7,6 @@ and NIH boxes are carried through the same processor, so map, image and box line
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
+from pipeline import paper_cnn  # noqa: F401  (registers the paper's CNN, so its run folders load without remote code)
 from pipeline.labels import FINDINGS, UnknownFindingError, normalize_finding
 
 # BBox_List_2017.csv coordinates refer to the 1024 × 1024 images of the NIH release.
@@ -78,14 +78,23 @@ def scale_box(box: Box, image_size: tuple[int, int]) -> tuple[float, float, floa
     return box.x * sx, box.y * sy, box.width * sx, box.height * sy
 
 
-def load_model(run_dir: str | Path) -> tuple[PreTrainedModel, object]:
-    """The run's model (eval mode) and image processor; remote code only when the config asks for it."""
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.is_file():
+def load_model(run_dir: str | Path, trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
+    """The run's model (eval mode) and image processor.
+
+    Code shipped in a run folder runs only with `trust_remote_code`; the paper's CNN needs none (it is registered
+    with the Auto classes by this package), whatever its config's `auto_map` says.
+    """
+    if not (Path(run_dir) / "config.json").is_file():
         raise ExplainError(f"{run_dir}: no config.json, so no model to explain (or pass --explain-images 0)")
-    trust_remote_code = "auto_map" in json.loads(config_path.read_text())
-    model = AutoModelForImageClassification.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
-    processor = AutoImageProcessor.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if trust_remote_code or "trust_remote_code" not in str(error):
+            raise
+        raise ExplainError(
+            f"{run_dir}: the model needs the custom code in its folder; read it, then pass --trust-remote-code"
+        ) from error
     if uses_attention(model):
         # SDPA kernels return no attention weights; the eager path does.
         model.set_attn_implementation("eager")

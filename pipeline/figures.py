@@ -64,7 +64,10 @@ def plot_roc_curves(
                 ax.plot(fpr, tpr, label=model)
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
         ax.set(title=name, xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate")
-    fig.axes[0].legend(loc="lower right", fontsize="small")
+    # One legend for the figure: any subplot may lack curves (a finding with one class only).
+    handles = {label: handle for ax in fig.axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(len(handles), 4))
     fig.suptitle("ROC curves on the test split")
     return save_figure(fig, path)
 

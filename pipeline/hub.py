@@ -9,7 +9,13 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    HFValidationError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
 from huggingface_hub.utils import validate_repo_id
 
 from pipeline.cards import (
@@ -32,14 +38,6 @@ def _first_line(exc: BaseException) -> str:
 
 def describe_hub_error(exc: BaseException) -> str:
     """One line saying why a Hub call failed and what to do, instead of a traceback."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalTokenNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-    )
-
     if isinstance(exc, OfflineModeIsEnabled):
         return "the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload"
     if isinstance(exc, LocalTokenNotFoundError):
@@ -106,8 +104,9 @@ def write_upload_folder(
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: run folder not found")
     examples = example_images()
-    card = render_model_card(run_dir, repo_id, license=license, revision=revision, dataset_id=dataset_id,
-                             examples=examples)
+    card = render_model_card(
+        run_dir, repo_id, license=license, revision=revision, dataset_id=dataset_id, examples=examples
+    )
     for path in _run_files(run_dir):
         shutil.copy2(path, folder / path.name)
     (folder / "examples").mkdir()
@@ -211,8 +210,9 @@ def run_cli(args: argparse.Namespace) -> int:
             files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
             _print_listing(args.dry_run, files, args.repo_id)
         else:
-            url = push_run(args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message,
-                           **options)
+            url = push_run(
+                args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options
+            )
             print(f"pushed {args.run_dir} to {url}")
     except (PushError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,6 +40,10 @@ TIMM_MODEL_TYPE = "timm_wrapper"
 DEFAULT_IMAGE_SIZE = 224
 
 
+class ModelConfigError(ValueError):
+    """A model specification that cannot be built; the message says which field and why."""
+
+
 class ModelSpec(Protocol):
     """What `build_model` reads; `pipeline.arguments.ModelArguments` is one."""
 
@@ -56,7 +60,7 @@ class ModelSpec(Protocol):
 def _timm_pretrained_cfg(architecture: str) -> dict[str, Any]:
     pretrained_cfg = timm.models.get_pretrained_cfg(architecture)
     if pretrained_cfg is None:
-        raise ValueError(f"unknown timm architecture {architecture!r} (see timm.list_models())")
+        raise ModelConfigError(f"unknown timm architecture {architecture!r} (see timm.list_models())")
     return pretrained_cfg.to_dict()
 
 
@@ -64,7 +68,7 @@ def _checkpoint(spec: ModelSpec) -> str | None:
     """The checkpoint to start from: model_name_or_path, or the Hub copy of a pretrained timm architecture."""
     if spec.model_name_or_path is not None:
         if spec.timm_architecture is not None:
-            raise ValueError(
+            raise ModelConfigError(
                 "timm_architecture names a model to build without a checkpoint; do not combine it with "
                 f"model_name_or_path={spec.model_name_or_path!r}"
             )
@@ -78,22 +82,22 @@ def _base_config(spec: ModelSpec, checkpoint: str | None) -> PreTrainedConfig:
     if checkpoint is not None:
         config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=spec.trust_remote_code)
         if spec.model_type is not None and spec.model_type != config.model_type:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model_type={spec.model_type!r} contradicts the checkpoint {checkpoint!r}, "
                 f"whose model_type is {config.model_type!r}"
             )
         return config
     if spec.timm_architecture is not None:
         if spec.model_type not in (None, TIMM_MODEL_TYPE):
-            raise ValueError(
+            raise ModelConfigError(
                 f"timm_architecture needs model_type {TIMM_MODEL_TYPE!r} (or none), got {spec.model_type!r}"
             )
         pretrained_cfg = _timm_pretrained_cfg(spec.timm_architecture)
         return TimmWrapperConfig(architecture=spec.timm_architecture, pretrained_cfg=pretrained_cfg)
     if spec.model_type == TIMM_MODEL_TYPE:
-        raise ValueError(f"model_type={TIMM_MODEL_TYPE!r} needs timm_architecture, e.g. 'densenet121.tv_in1k'")
+        raise ModelConfigError(f"model_type={TIMM_MODEL_TYPE!r} needs timm_architecture, e.g. 'densenet121.tv_in1k'")
     if spec.model_type is None:
-        raise ValueError(
+        raise ModelConfigError(
             "give model_name_or_path (a checkpoint), model_type (e.g. 'vit', 'paper_cnn') or timm_architecture"
         )
     return AutoConfig.for_model(spec.model_type)
@@ -102,7 +106,7 @@ def _base_config(spec: ModelSpec, checkpoint: str | None) -> PreTrainedConfig:
 def _apply_overrides(config: PreTrainedConfig, overrides: Mapping[str, Any]) -> None:
     unknown = sorted(key for key in overrides if not hasattr(config, key))
     if unknown:
-        raise ValueError(
+        raise ModelConfigError(
             f"config_overrides has keys that {type(config).__name__} does not define: "
             f"{', '.join(unknown)}; valid keys: {', '.join(sorted(config.to_dict()))}"
         )
@@ -136,7 +140,7 @@ def _check_only_head_mismatched(mismatched_keys: set, old_num_labels: int, num_l
         if not (old_shape[0] == old_num_labels and new_shape[0] == num_labels)
     )
     if backbone:
-        raise ValueError(
+        raise ModelConfigError(
             f"the weights of {source!r} do not fit the requested config (image_size or config_overrides "
             f"change their shape): {', '.join(backbone)}; drop those options or use pretrained=False"
         )
@@ -191,7 +195,7 @@ def _resize_processor(processor: BaseImageProcessor, image_size: int) -> None:
         if getattr(processor, "do_center_crop", False):
             processor.crop_size = {"height": image_size, "width": image_size}
     else:
-        raise ValueError(f"cannot set image_size on {type(processor).__name__} with size {size}")
+        raise ModelConfigError(f"cannot set image_size on {type(processor).__name__} with size {size}")
 
 
 def build_image_processor(spec: ModelSpec) -> BaseImageProcessor:

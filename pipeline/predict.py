@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipeline import paper_cnn  # noqa: F401  (registers "paper_cnn", so run folders load without remote code)
+from pipeline.hardware import bf16_supported
 from pipeline.images import DICOM_SUFFIXES, ImageDecodeError, load_image, to_grayscale
 from pipeline.labels import NO_FINDING
 from pipeline.metrics import DEFAULT_THRESHOLD
@@ -55,7 +56,7 @@ def load_thresholds(name_or_dir: str | Path, labels: Sequence[str], **hub_kwargs
 def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:
     """The GPU in bf16 where it supports it, else the GPU in fp32, else the CPU in fp32."""
     if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.device("cuda"), torch.bfloat16 if bf16_supported() else torch.float32
     return torch.device("cpu"), torch.float32
 
 

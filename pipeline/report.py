@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -18,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from datasets import Dataset
 
 from pipeline import explain, figures, stats
+from pipeline.cards import REFERENCE_RESULTS, RunFolderError, load_run_config, read_json
 from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.metrics import compute_metrics
 
@@ -32,6 +31,9 @@ CALIBRATION_BINS = 10
 # Above this ECE the probabilities are off by more than 10 points on average: worth a line in the text.
 ECE_WARNING = 0.10
 AGE_BANDS = (("under 40", 0, 39), ("40 to 60", 40, 60), ("over 60", 61, 10_000))
+# A subgroup of fewer patients gets no interval and is never compared: its bootstrap resamples a handful of
+# patients, whose interval can be spuriously narrow (zero-width for one patient).
+MIN_SUBGROUP_PATIENTS = 20
 NIH_ALL_NEGATIVE_ACCURACY = 0.916
 
 SUMMARY_NOTE = (
@@ -77,25 +79,29 @@ class TestSplit:
 
 
 @dataclass
+class Subgroups:
+    """Subgroup results. `sizes`: (images, patients) of every group; `intervals`: each model's mean AUROC for the
+    groups with at least MIN_SUBGROUP_PATIENTS patients; `findings`: per attribute, the findings those means are
+    over (both classes present in every such group of the attribute, so the groups' means are comparable)."""
+
+    sizes: dict[tuple[str, str], tuple[int, int]]
+    intervals: dict[tuple[str, str], dict[str, stats.Interval]]
+    findings: dict[str, list[str]]
+
+
+@dataclass
 class Evaluation:
     """Every number of the report for a set of runs on one test split."""
 
     metrics: dict[str, dict[str, float]]
     intervals: dict[str, stats.Interval]
     comparisons: dict[tuple[str, str], stats.PairedDifference]
-    subgroups: dict[tuple[str, str], dict[str, stats.Interval]]
-    subgroup_sizes: dict[tuple[str, str], tuple[int, int]]
+    subgroups: Subgroups
     ece: dict[str, dict[str, float]]
     calibration: dict[str, stats.CalibrationBins]
 
 
 # ---------------------------------------------------------------- reading
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ReportError(f"{path.parent}: missing {path.name} (is this a training run folder?)")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_predictions(path: Path, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -122,25 +128,20 @@ def read_predictions(path: Path, names: Sequence[str]) -> tuple[list[str], np.nd
     return ids, np.asarray(values, dtype=float).reshape(len(ids), len(names))
 
 
-def _run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "run_config.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-
-
 def read_run(path: str | Path, names: Sequence[str]) -> Run:
     """Predictions, results, log history and dataset name of one run folder."""
     path = Path(path)
     ids, probs = read_predictions(path / "test_predictions.csv", names)
     state_path = path / "trainer_state.json"
-    history = _read_json(state_path).get("log_history", []) if state_path.is_file() else []
-    return Run(path.resolve().name, path, ids, probs, _read_json(path / "all_results.json"), history)
+    history = read_json(state_path).get("log_history", []) if state_path.is_file() else []
+    return Run(path.resolve().name, path, ids, probs, read_json(path / "all_results.json"), history)
 
 
 def run_dataset(run_dirs: Sequence[str | Path]) -> str:
     """The dataset all runs were trained on, from their run_config.yaml."""
     found = {}
     for run_dir in run_dirs:
-        found[str(run_dir)] = (_run_config(run_dir).get("data") or {}).get("dataset_name_or_path")
+        found[str(run_dir)] = load_run_config(Path(run_dir))["data"].get("dataset_name_or_path")
     named = set(found.values()) - {None}
     if len(named) != 1 or None in found.values():
         listing = "; ".join(f"{run}: {name}" for run, name in found.items())
@@ -235,16 +236,30 @@ def subgroup_masks(test: TestSplit) -> dict[tuple[str, str], np.ndarray]:
     return {key: mask for key, mask in masks.items() if mask.any()}
 
 
-def subgroup_intervals(
-    probs: Mapping[str, np.ndarray], test: TestSplit, n_boot: int, seed: int
-) -> tuple[dict[tuple[str, str], dict[str, stats.Interval]], dict[tuple[str, str], tuple[int, int]]]:
-    """Per subgroup: each model's mean AUROC with its interval (patients resampled within the group), and sizes."""
-    intervals, sizes = {}, {}
-    for key, mask in subgroup_masks(test).items():
-        group = {model: p[mask] for model, p in probs.items()}
-        intervals[key], _ = mean_auroc_intervals(group, test.labels[mask], test.patient_ids[mask], n_boot, seed)
-        sizes[key] = (int(mask.sum()), len(np.unique(test.patient_ids[mask])))
-    return intervals, sizes
+def shared_findings(labels: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Indices of the findings with both classes in every masked group: the findings group means can share."""
+    defined = [(labels[mask].min(axis=0) < labels[mask].max(axis=0)) for mask in masks]
+    return np.flatnonzero(np.logical_and.reduce(defined)) if defined else np.array([], dtype=int)
+
+
+def subgroup_intervals(probs: Mapping[str, np.ndarray], test: TestSplit, n_boot: int, seed: int) -> Subgroups:
+    """Per subgroup with enough patients: each model's mean AUROC with its interval (patients resampled within
+    the group), over the findings defined in every such group of the same attribute."""
+    masks = subgroup_masks(test)
+    sizes = {key: (int(mask.sum()), len(np.unique(test.patient_ids[mask]))) for key, mask in masks.items()}
+    intervals, findings = {}, {}
+    for attribute in dict.fromkeys(attribute for attribute, _ in masks):
+        kept = [key for key in masks if key[0] == attribute and sizes[key][1] >= MIN_SUBGROUP_PATIENTS]
+        if not kept:
+            continue
+        columns = shared_findings(test.labels, [masks[key] for key in kept])
+        findings[attribute] = [test.names[j] for j in columns]
+        for key in kept:
+            mask = masks[key]
+            group = {model: p[mask][:, columns] for model, p in probs.items()}
+            labels = test.labels[mask][:, columns]
+            intervals[key], _ = mean_auroc_intervals(group, labels, test.patient_ids[mask], n_boot, seed)
+    return Subgroups(sizes, intervals, findings)
 
 
 def calibration_errors(probs: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
@@ -268,13 +283,11 @@ def evaluate_runs(
         (a, b): stats.paired_difference(intervals[a].estimate, intervals[b].estimate, samples[a], samples[b])
         for a, b in pairs
     }
-    subgroups, sizes = subgroup_intervals(probs, test, n_boot, seed)
     return Evaluation(
         metrics=metrics,
         intervals=intervals,
         comparisons=comparisons,
-        subgroups=subgroups,
-        subgroup_sizes=sizes,
+        subgroups=subgroup_intervals(probs, test, n_boot, seed),
         ece={name: calibration_errors(p, test.labels, test.names) for name, p in probs.items()},
         calibration={name: stats.calibration_bins(p, test.labels, CALIBRATION_BINS) for name, p in probs.items()},
     )
@@ -422,27 +435,40 @@ def subgroup_gaps(subgroups: Mapping[tuple[str, str], Mapping[str, stats.Interva
     return sentences
 
 
-def subgroup_section(
-    subgroups: Mapping[tuple[str, str], Mapping[str, stats.Interval]], sizes: Mapping[tuple[str, str], tuple[int, int]]
-) -> str:
+def _findings_note(names: Sequence[str], all_names: Sequence[str]) -> str:
+    left_out = [name for name in all_names if name not in names]
+    return f"all {len(names)}" if not left_out else f"{len(names)} (without {', '.join(left_out)})"
+
+
+def subgroup_section(subgroups: Subgroups, models: Sequence[str], all_names: Sequence[str]) -> str:
     """Mean AUROC per subgroup and model, and the gaps larger than the intervals."""
-    models = list(next(iter(subgroups.values()), {}))
+    too_few = f"too few patients (< {MIN_SUBGROUP_PATIENTS})"
     rows = [
         [
             attribute,
             group,
-            f"{sizes[attribute, group][0]} / {sizes[attribute, group][1]}",
-            *(format_interval(subgroups[attribute, group][m]) for m in models),
+            f"{images} / {patients}",
+            *(
+                format_interval(subgroups.intervals[attribute, group][m])
+                if (attribute, group) in subgroups.intervals
+                else too_few
+                for m in models
+            ),
         ]
-        for attribute, group in subgroups
+        for (attribute, group), (images, patients) in subgroups.sizes.items()
     ]
-    gaps = subgroup_gaps(subgroups)
+    averaged = "; ".join(
+        f"{attribute}: {_findings_note(names, all_names)}" for attribute, names in subgroups.findings.items()
+    )
+    gaps = subgroup_gaps(subgroups.intervals)
     text = "\n".join(f"- {s}" for s in gaps) if gaps else "No gap between subgroups exceeds the intervals."
     return (
         "## Who the models work for\n\n"
         + markdown_table(["Attribute", "Group", "Images / patients", *models], rows)
-        + "\n\nMean AUROC [95% CI] per subgroup of the test split (bootstrap over the group's patients).\n\n"
-        + text
+        + "\n\nMean AUROC [95% CI] per subgroup of the test split (bootstrap over the group's patients). "
+        f"Groups with fewer than {MIN_SUBGROUP_PATIENTS} patients get no interval and are never compared. "
+        "Within an attribute, every group's mean is over the same findings: those with both classes in each of "
+        f"its compared groups. Findings averaged per attribute: {averaged or 'none'}.\n\n" + text
     )
 
 
@@ -476,20 +502,8 @@ def calibration_section(ece: Mapping[str, Mapping[str, float]], names: Sequence[
 def references_section(intervals: Mapping[str, stats.Interval], all_negative_accuracy: float) -> str:
     """Published numbers beside ours, and why the paper's metrics cannot be compared with per-finding AUROC."""
     published = [
-        [
-            "CheXNet (DenseNet-121, ImageNet)",
-            "its own patient-wise random split, **not** the official test list",
-            "0.841",
-            "Rajpurkar et al. 2017, *CheXNet*, arXiv:1711.05225",
-        ],
-        [
-            "DenseNet-121, ImageNet",
-            "official test list",
-            "0.822",
-            "Xiao et al. 2023 (WACV), *Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification*",
-        ],
-        ["ViT-S/16, ImageNet", "official test list", "0.796", "Xiao et al. 2023 (same)"],
-        ["ViT-B/16, MAE on chest X-rays", "official test list", "0.830", "Xiao et al. 2023 (same)"],
+        [reference.model, reference.test_split, f"{reference.mean_auroc:.3f}", reference.source]
+        for reference in REFERENCE_RESULTS
     ]
     ours = [
         [f"**{name}** (this report)", "this dataset's test split", format_interval(i), "this report"]
@@ -499,8 +513,10 @@ def references_section(intervals: Mapping[str, stats.Interval], all_negative_acc
         "## Published reference values\n\n"
         + markdown_table(["Model", "Test split", "Mean AUROC", "Source"], published + ours)
         + (
-            "\n\nThe paper we reproduce (arXiv:2406.00237) reports element-wise accuracy and Keras' `AUC` metric. "
-            "Neither is comparable to the per-finding AUROC above. Element-wise accuracy is dominated by negatives: "
+            "\n\nThe paper we reproduce (arXiv:2406.00237) reports element-wise accuracy and Keras' `AUC` metric "
+            "per model; take its numbers from the results table of arXiv:2406.00237 itself, as they are not "
+            "repeated here. Neither is comparable to the per-finding AUROC above. Element-wise accuracy is "
+            "dominated by negatives: "
             f"predicting no finding at all scores about {NIH_ALL_NEGATIVE_ACCURACY:.1%} on ChestX-ray14 "
             f"({all_negative_accuracy:.1%} on this test split), so a useless model looks good. Keras' AUC pools every "
             "(image, finding) pair into one ROC curve (our *micro AUROC*), which rewards ranking common findings above "
@@ -541,7 +557,7 @@ def render_report(
         head,
         summary_section(table, test.names),
         comparison_section(evaluation.comparisons),
-        subgroup_section(evaluation.subgroups, evaluation.subgroup_sizes),
+        subgroup_section(evaluation.subgroups, [run.name for run in runs], test.names),
         calibration_section(evaluation.ece, test.names),
         references_section(evaluation.intervals, all_negative),
         figures_section(figure_paths, output),
@@ -579,9 +595,10 @@ def explanation_figure(
     targets: Sequence[tuple[int, str | None]],
     boxes: Mapping[str, Sequence[explain.Box]],
     path: Path,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Maps of one run's model on the chosen test images, as one PNG."""
-    model, processor = explain.load_model(run.path)
+    model, processor = explain.load_model(run.path, trust_remote_code)
     images = test.dataset.select([i for i, _ in targets])["image"]
     ids = [test.image_ids[i] for i, _ in targets]
     results = [
@@ -602,6 +619,7 @@ def write_figures(
     output: Path,
     explain_images: int,
     bbox_csv: Path | None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Path]:
     """Every figure of the report, title → PNG path."""
     probs = {run.name: run.probs for run in runs}
@@ -617,7 +635,7 @@ def write_figures(
         targets = explain_targets(test, boxes, explain_images)
         for run in runs:
             paths[f"Where {run.name} looks"] = explanation_figure(
-                run, test, targets, boxes, output / f"explain_{run.name}.png"
+                run, test, targets, boxes, output / f"explain_{run.name}.png", trust_remote_code
             )
     return paths
 
@@ -638,6 +656,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bbox-csv", type=Path, help="NIH BBox_List_2017.csv, to draw the boxes on explained images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --output")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the custom model code in run folders to explain them (read it first; the paper's CNN needs none)",
+    )
 
 
 def prepare_output(output: Path, overwrite: bool) -> None:
@@ -666,11 +689,16 @@ def write_report(args: argparse.Namespace) -> Path:
     names = check_arguments(args)
     pairs = comparison_pairs(names, args.reference, args.pair)
     prepare_output(args.output, args.overwrite)
-    dataset = args.dataset or run_dataset(args.runs)
-    test = load_test_split(dataset)
-    runs = [align_predictions(read_run(path, test.names), test) for path in args.runs]
+    try:
+        dataset = args.dataset or run_dataset(args.runs)
+        test = load_test_split(dataset)
+        runs = [align_predictions(read_run(path, test.names), test) for path in args.runs]
+    except RunFolderError as error:
+        raise ReportError(str(error)) from error
     evaluation = evaluate_runs(runs, test, pairs, args.bootstrap, args.seed)
-    figure_paths = write_figures(runs, test, evaluation, args.output, args.explain_images, args.bbox_csv)
+    figure_paths = write_figures(
+        runs, test, evaluation, args.output, args.explain_images, args.bbox_csv, args.trust_remote_code
+    )
     head = header_section(runs, dataset, test, args.bootstrap, args.seed)
     report = args.output / REPORT_NAME
     report.write_text(render_report(evaluation, runs, test, head, figure_paths, args.output), encoding="utf-8")

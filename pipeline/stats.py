@@ -162,16 +162,6 @@ class RankedScores:
         return float(np.nanmean(aurocs)) if not np.isnan(aurocs).all() else float("nan")
 
 
-def auroc_columns(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-column AUROC (NaN where a column has one class)."""
-    return RankedScores(probs, labels).aurocs()
-
-
-def mean_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean AUROC over the columns with both classes; NaN if there are none."""
-    return RankedScores(probs, labels).mean()
-
-
 def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> CalibrationBins:
     """Bin predictions into `n_bins` equal-width bins on [0, 1]; empty bins are dropped."""
     probs, labels = np.ravel(probs).astype(float), np.ravel(labels).astype(float)

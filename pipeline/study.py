@@ -12,7 +12,7 @@ import argparse
 import gc
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class StudyConfig:
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"study config {path}: unknown key(s) {', '.join(unknown)}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise ConfigError(f"study config {path}: missing key(s) {', '.join(missing)}")
         config = cls(**values)
         config.recipes_dir = str(path.parent / config.recipes_dir)
         stray = sorted(set(config.run_overrides) - set(config.runs))

@@ -7,6 +7,7 @@ test split, per-image test probabilities, per-finding thresholds, the resolved c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 from datasets import Dataset
+from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -31,8 +33,9 @@ from pipeline.arguments import (
 )
 from pipeline.augment import DeviceAugmentation
 from pipeline.dataset import finding_names, load_dataset_dict
-from pipeline.metrics import choose_thresholds, make_compute_metrics
-from pipeline.models import build_image_processor, build_model
+from pipeline.hub import PushError, push_run
+from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
+from pipeline.models import ModelConfigError, build_image_processor, build_model
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 RUN_FINISHED_MARKER = "test_results.json"
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the recipes: parse the YAML recipe and flags, train, evaluate, save."""
     try:
         run(*parse_args(list(argv) if argv is not None else None))
-    except (ConfigError, FileExistsError) as error:
+    except (ConfigError, ModelConfigError, FileExistsError, PushError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -56,10 +59,15 @@ def run(
 ) -> Path:
     output_dir = Path(training_args.output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    if training_args.push_to_hub and get_token() is None:  # fail now, not after hours of training
+        raise ConfigError("push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
     with training_args.main_process_first(desc="checking output_dir", local=False):
         prepare_output_dir(output_dir, resume=resume is not None, overwrite=training_args.overwrite_output_dir)
 
     trainer, splits, processor = build_trainer(model_args, data_args, training_args, callbacks)
+    if trainer.is_world_process_zero():
+        config = resolved_config(model_args, data_args, training_args)
+        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     names = finding_names(splits["train"])
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default
@@ -74,18 +82,14 @@ def run(
 
     validation_probs = predict_split(trainer, splits["validation"], processor, "eval", output_dir)
     thresholds = choose_thresholds(validation_probs, np.asarray(splits["validation"]["labels"]), names)
-    trainer.compute_metrics = make_compute_metrics(names, thresholds)
-    predict_split(trainer, splits["test"], processor, "test", output_dir)
-    trainer.save_state()
-
     if trainer.is_world_process_zero():
         write_json(output_dir / "thresholds.json", thresholds)
-        config = resolved_config(model_args, data_args, training_args)
-        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        if training_args.push_to_hub:
-            from pipeline.hub import push_run
-
-            push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
+    trainer.compute_metrics = make_compute_metrics(names, thresholds)
+    trainer.save_state()
+    # Test results last: their file marks a finished run (RUN_FINISHED_MARKER).
+    predict_split(trainer, splits["test"], processor, "test", output_dir)
+    if trainer.is_world_process_zero() and training_args.push_to_hub:
+        push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
     return output_dir
 
 
@@ -113,7 +117,8 @@ def build_trainer(
         on_device = training_args.device.type == "cuda"
     trainer = ChestXrayTrainer(
         model=model,
-        args=training_args,
+        # The run folder is published once, at the end, by `hub.push_run`; not by the Trainer at every save.
+        args=dataclasses.replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args,
         train_dataset=splits["train"].with_transform(
             decode_transform(processor) if on_device else train_transform(processor, **augmentation)
         ),
@@ -136,10 +141,17 @@ def build_trainer(
 
 
 class ChestXrayTrainer(Trainer):
-    """A `Trainer` that can augment each training batch on the accelerator before the forward pass."""
+    """A `Trainer` that can augment each training batch on the accelerator before the forward pass.
+
+    The models' multi-label BCE is a mean over the batch, not a sum over tokens: the Trainer must divide it by
+    the gradient-accumulation steps and must not hand the model the token count.
+    """
+
+    loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, device_augmentation: DeviceAugmentation | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
         self.device_augmentation = device_augmentation
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -223,7 +235,7 @@ def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, outp
     trainer.log_metrics(prefix, output.metrics)
     trainer.save_metrics(prefix, output.metrics)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    probs = torch.sigmoid(torch.from_numpy(np.asarray(logits, dtype=np.float32))).numpy()
+    probs = sigmoid(np.asarray(logits, dtype=np.float64))
     if len(probs) != len(split):
         raise RuntimeError(f"{prefix}: got {len(probs)} predictions for {len(split)} images")
     if trainer.is_world_process_zero():

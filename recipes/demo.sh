@@ -17,10 +17,10 @@ fi
 if [ -f "$RUN/test_results.json" ]; then
     echo "The demo run in $RUN is complete; delete it to train again."
 else
-    resume=()
-    ls -d "$RUN"/checkpoint-* >/dev/null 2>&1 && resume=(--resume_from_checkpoint true)
+    resume=false
+    ls -d "$RUN"/checkpoint-* >/dev/null 2>&1 && resume=true
     python recipes/vit.py --config recipes/configs/demo.yaml \
-        --dataset_name_or_path "$DATASET" --output_dir "$RUN" "${resume[@]}" "$@"
+        --dataset_name_or_path "$DATASET" --output_dir "$RUN" --resume_from_checkpoint "$resume" "$@"
 fi
 echo "Run folder: $RUN"
 cat "$RUN/test_results.json"

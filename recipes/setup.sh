@@ -1,5 +1,6 @@
-# Sourced by the README's commands: create `.venv` once, install the project into it, reuse it after.
-# Re-installs only when pyproject.toml changed since the last install.
+# Create `.venv` once, install the project into it, reuse it after; re-installs only when pyproject.toml
+# changed since the last install. Run it (`bash recipes/setup.sh`) or source it from a script, which then
+# runs from the repo root with `.venv/bin` first on PATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -18,6 +18,7 @@ import torch
 import yaml
 from transformers import PreTrainedModel, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
+from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, resolved_config
 from pipeline.labels import FINDINGS, id2label, label2id
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
 
@@ -82,38 +83,30 @@ def _write_predictions(path: Path, image_ids: list[str], rng: np.random.Generato
 
 
 def _run_config(run_dir: Path, kind: str, pretrained: bool, image_size: int) -> dict:
-    return {
-        "model": {
-            "model_name_or_path": BASE_MODEL if pretrained else None,
-            "pretrained": pretrained,
-            "model_type": kind,
-            "image_size": image_size,
-        },
-        "data": {
-            "dataset_name_or_path": DATASET_ID,
-            "crop_scale_min": 0.8,
-            "rotation_degrees": 7.0,
-            "horizontal_flip": False,
-        },
-        "training": {
-            "output_dir": str(run_dir),
-            "learning_rate": 5e-5,
-            "num_train_epochs": 3,
-            "per_device_train_batch_size": 8,
-            "per_device_eval_batch_size": 16,
-            "gradient_accumulation_steps": 2,
-            "optim": "adamw_torch_fused",
-            "weight_decay": 0.05,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.1,
-            "seed": 42,
-            "bf16": False,
-            "metric_for_best_model": "auroc_mean",
-            "push_to_hub": False,
-            "hub_model_id": None,
-            "hub_token": "<HUB_TOKEN>",
-        },
-    }
+    """run_config.yaml as training writes it (`resolved_config` of the three argument dataclasses)."""
+    model_args = (
+        ModelArguments(model_name_or_path=BASE_MODEL, pretrained=True, image_size=image_size)
+        if pretrained
+        else ModelArguments(model_type=kind, image_size=image_size)
+    )
+    data_args = DataArguments(dataset_name_or_path=DATASET_ID, crop_scale_min=0.8, rotation_degrees=7.0)
+    training_args = ChestXrayTrainingArguments(
+        output_dir=str(run_dir),
+        use_cpu=True,
+        dataloader_num_workers=0,
+        learning_rate=5e-5,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        gradient_accumulation_steps=2,
+        optim="adamw_torch",
+        weight_decay=0.05,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,
+        seed=42,
+        report_to="none",
+    )
+    return resolved_config(model_args, data_args, training_args)
 
 
 def _trainer_state(rng: np.random.Generator, epochs: int = 3, steps_per_epoch: int = 2) -> dict:

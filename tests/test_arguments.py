@@ -96,3 +96,23 @@ def test_every_shipped_recipe_parses(recipe, tmp_path):
     model, data, _ = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert data.dataset_name_or_path
     assert model.model_name_or_path or model.model_type
+
+
+def test_plateau_scheduler_watches_auroc_rising(tmp_path):
+    recipe = Path(__file__).parents[1] / "recipes" / "configs" / "vit_v2_32_scratch.yaml"
+    _, _, training = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert training.lr_scheduler_kwargs["mode"] == "max"
+    _, _, training = parse_args(
+        ["--config", str(recipe), "--output_dir", str(tmp_path), "--lr_scheduler_kwargs", '{"mode": "min"}']
+    )
+    assert training.lr_scheduler_kwargs["mode"] == "min"  # an explicit choice wins
+
+
+def test_push_to_hub_needs_a_repo_id(tmp_path):
+    with pytest.raises(ConfigError, match="hub_model_id"):
+        parse_args(["--config", str(base_recipe(tmp_path)), "--push_to_hub", "true"])
+
+
+def test_losses_are_not_averaged_like_tokens(tmp_path):
+    _, _, training = parse_args(["--config", str(base_recipe(tmp_path))])
+    assert training.average_tokens_across_devices is False

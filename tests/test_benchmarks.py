@@ -36,6 +36,7 @@ def test_train_benchmark_on_generated_data(tmp_path):
     assert result["batch_size"] == 4 and result["bf16"] is False
     assert_positive(result, ["bare_step_img_s", "pipeline_img_s", "pipeline_vs_bare", "time_to_first_step_s",
                              "build_trainer_s", "train_start_to_first_step_s", "train_gflops_per_image",
+                             "pipeline_vs_bare_median_step",
                              "train_images"])
     assert {"pipeline_mfu", "bare_mfu"} <= set(result)
     assert (tmp_path / "work" / "synthetic_40_64").is_dir()  # --workdir is kept
@@ -57,4 +58,4 @@ def test_dataloader_benchmark_per_worker_count(tiny_dataset_dir):
 def test_predict_benchmark_against_bare_forward(tmp_path):
     result = predict.measure(["--images", "6", "--batch-size", "3", "--warmup", "1", "--device", "cpu", *TINY])
     assert result["benchmark"] == "predict" and result["images"] == 6 and result["dtype"] == "float32"
-    assert_positive(result, ["bare_forward_img_s", "predict_img_s", "predict_vs_bare"])
+    assert_positive(result, ["bare_forward_img_s", "predict_img_s", "predict_vs_bare", "predict_vs_bare_median_batch"])

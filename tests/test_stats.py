@@ -103,7 +103,7 @@ def test_calibration_rejects_values_outside_unit_interval():
         stats.calibration_bins(np.array([1.2]), np.array([1]))
 
 
-def test_auroc_columns_equal_scikit_learn_with_ties_and_undefined_columns():
+def test_ranked_aurocs_equal_scikit_learn_with_ties_and_undefined_columns():
     rng = np.random.default_rng(2)
     labels = (rng.random((300, 4)) < 0.3).astype(float)
     probs = np.round(rng.random((300, 4)) * 0.5 + labels * 0.3, 1)  # rounding makes many ties
@@ -111,12 +111,13 @@ def test_auroc_columns_equal_scikit_learn_with_ties_and_undefined_columns():
     weights = next(stats.patient_resample_weights(np.arange(300) // 3, 1, seed=0))
     resample = np.repeat(np.arange(300), weights.astype(int))  # the same resample as rows: duplicates tie too
     for p, y in ((probs, labels), (probs[resample], labels[resample])):
-        aurocs = stats.auroc_columns(p, y)
+        ranked = stats.RankedScores(p, y)
+        aurocs = ranked.aurocs()
         expected = [roc_auc_score(y[:, j], p[:, j]) for j in range(3)]
         np.testing.assert_allclose(aurocs[:3], expected, rtol=0, atol=1e-12)
         assert np.isnan(aurocs[3])
-        assert stats.mean_auroc(p, y) == pytest.approx(np.mean(expected), abs=1e-12)
-    assert np.isnan(stats.mean_auroc(probs, np.zeros_like(labels)))
+        assert ranked.mean() == pytest.approx(np.mean(expected), abs=1e-12)
+    assert np.isnan(stats.RankedScores(probs, np.zeros_like(labels)).mean())
 
 
 def test_weighted_aurocs_equal_scikit_learn_on_the_weighted_rows():

@@ -22,7 +22,7 @@ def test_shipped_study_configs_name_existing_recipes():
     for name in ("study.yaml", "study_tiny.yaml"):
         config = StudyConfig.from_yaml(RECIPES / name)
         for run in config.runs:
-            model, data, training = parse_args(config.run_argv(run))
+            _, data, training = parse_args(config.run_argv(run))
             assert data.dataset_name_or_path == config.dataset_name_or_path
             assert training.seed == config.seed
             assert Path(training.output_dir) == Path(config.output_dir) / "runs" / run

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from datasets import load_from_disk
 from sklearn.metrics import roc_auc_score
@@ -16,7 +17,7 @@ from transformers import AutoModelForImageClassification, TrainerCallback
 
 from pipeline.arguments import parse_args
 from pipeline.labels import FINDINGS
-from pipeline.train import main, positive_weights, run
+from pipeline.train import main, positive_weights, run, weighted_bce_loss
 
 REPO = Path(__file__).parents[1]
 
@@ -47,7 +48,7 @@ def argv(dataset: Path, output_dir: Path, *extra: str, **overrides) -> list[str]
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_dataset_dir, tmp_path_factory) -> Path:
-    output_dir = tmp_path_factory.mktemp("runs") / "resnet"
+    output_dir = tmp_path_factory.mktemp("runs") / "paper_cnn"
     run(*parse_args(argv(tiny_dataset_dir, output_dir)))
     return output_dir
 
@@ -146,13 +147,60 @@ def test_pos_weight_is_negatives_over_positives():
     assert positive_weights(labels).tolist() == [3.0, 1.0]
 
 
+def test_weighted_loss_is_torch_bce_with_pos_weight():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 14), (torch.rand(8, 14) > 0.7).float()
+    pos_weight = torch.rand(14) * 5
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)(logits, labels)
+    assert torch.allclose(weighted_bce_loss(pos_weight)({"logits": logits}, labels), expected)
+
+
 def test_auto_pos_weight_trains(tiny_dataset_dir, tmp_path):
     run(*parse_args(argv(tiny_dataset_dir, tmp_path / "run", num_train_epochs=1, loss_pos_weight="auto")))
-    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["test_loss"] > 0
+    # Weighted BCE on imbalanced findings starts well above the plain BCE of about ln 2.
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert results["train_loss"] > 0.8
 
 
-def test_two_process_distributed_training(tiny_dataset_dir, tmp_path):
-    """torchrun with 2 CPU processes (gloo): both train, and each test image is predicted exactly once."""
+def train_loss(dataset: Path, output_dir: Path, **overrides) -> float:
+    run(*parse_args(argv(dataset, output_dir, num_train_epochs=1, learning_rate=1e-6, **overrides)))
+    return json.loads((output_dir / "all_results.json").read_text())["train_loss"]
+
+
+@pytest.fixture(scope="module")
+def reference_loss(tiny_dataset_dir, tmp_path_factory) -> float:
+    """Mean training loss of one epoch, batch 32, one process, a learning rate too small to learn."""
+    return train_loss(tiny_dataset_dir, tmp_path_factory.mktemp("reference") / "run")
+
+
+def test_gradient_accumulation_keeps_the_loss_scale(tiny_dataset_dir, tmp_path, reference_loss):
+    accumulated = train_loss(
+        tiny_dataset_dir, tmp_path / "run", per_device_train_batch_size=16, gradient_accumulation_steps=2
+    )
+    assert accumulated == pytest.approx(reference_loss, rel=0.1)
+
+
+def test_push_to_hub_publishes_the_finished_run_once(tiny_dataset_dir, tmp_path, monkeypatch):
+    pushed = []
+    monkeypatch.setattr("pipeline.train.get_token", lambda: "hf_fake")
+    monkeypatch.setattr("pipeline.train.push_run", lambda run_dir, repo_id, private: pushed.append((run_dir, repo_id)))
+    output_dir = tmp_path / "run"
+    run(*parse_args(argv(tiny_dataset_dir, output_dir, num_train_epochs=1, push_to_hub="true", hub_model_id="o/m")))
+    assert pushed == [(output_dir, "o/m")]
+    assert (output_dir / "test_results.json").is_file()
+
+
+def test_push_to_hub_without_token_fails_before_training(tiny_dataset_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("pipeline.train.get_token", lambda: None)
+    flags = argv(tiny_dataset_dir, tmp_path / "run", push_to_hub="true", hub_model_id="o/m")
+    assert main(flags) == 2
+    assert "token" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_process_distributed_training(tiny_dataset_dir, tmp_path, reference_loss):
+    """torchrun with 2 CPU processes (gloo): both train, each test image is predicted exactly once, and the
+    saved metrics are those of the saved predictions, at the loss scale of one process."""
     output_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
@@ -163,16 +211,21 @@ def test_two_process_distributed_training(tiny_dataset_dir, tmp_path):
         "2",
         "--master_port",
         "29533",
-        str(REPO / "recipes" / "resnet.py"),
-        *argv(tiny_dataset_dir, output_dir, num_train_epochs=1, per_device_train_batch_size=16),
+        str(REPO / "recipes" / "convnet.py"),
+        *argv(tiny_dataset_dir, output_dir, num_train_epochs=1, learning_rate=1e-6, per_device_train_batch_size=16),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["world_size"] == 2
+    assert results["train_loss"] == pytest.approx(reference_loss, rel=0.1)  # not doubled by the 2 processes
     test = load_from_disk(str(tiny_dataset_dir))["test"]
-    image_ids, _, _ = read_predictions(output_dir / "test_predictions.csv")
-    assert sorted(image_ids) == sorted(test["image_id"]) and len(image_ids) == len(set(image_ids))
+    image_ids, probs, _ = read_predictions(output_dir / "test_predictions.csv")
+    assert image_ids == test["image_id"]
+    labels = np.asarray(test["labels"])
+    defined = [j for j in range(14) if 0 < labels[:, j].sum() < len(labels)]
+    recomputed = np.mean([roc_auc_score(labels[:, j], probs[:, j]) for j in defined])
+    assert results["test_auroc_mean"] == pytest.approx(recomputed, abs=1e-4)
     # 2 processes × 16 images per step: half the steps one process would need for the same epoch.
     train_size = len(load_from_disk(str(tiny_dataset_dir))["train"])
     state = json.loads((output_dir / "trainer_state.json").read_text())
