@@ -1,6 +1,8 @@
 """Benchmark the training DataLoader alone: `trainer.get_train_dataloader()` of the pipeline (the converted
 dataset, the training transforms, the collator, the Trainer's sampler and pinning), per worker count, and the
-evaluation DataLoader (the image processor) at the largest worker count.
+evaluation DataLoader (the image processor) at the largest worker count. With `augment_on_device` (the default
+on a GPU) the workers only decode and each batch then goes through the Trainer's `device_augmentation`, as in
+training; on a CPU the workers augment (pass `--augment_on_device true` to time the device path there).
 
 For each --workers count: the time to the first batch (worker start-up) and images/s over --batches batches
 after --warmup batches. Compare with `benchmarks/train.py`'s bare step: the loader keeps a GPU busy only if it
@@ -19,7 +21,7 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +43,33 @@ from pipeline.train import build_trainer  # noqa: E402
 from pipeline.transforms import processor_geometry  # noqa: E402
 
 
-def loader_rate(loader: Iterable[dict], batches: int, warmup: int, device: torch.device) -> tuple[float, float]:
-    """(seconds to the first batch, images/s over `batches` batches after `warmup`), cycling epochs if needed
-    (each new epoch then starts its workers again: give a dataset of more than warmup + batches batches)."""
-    start = time.perf_counter()
+def loader_rate(
+    loader: Iterable[dict],
+    batches: int,
+    warmup: int,
+    device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float]:
+    """(seconds to the first batch, images/s over `batches` batches after `warmup`), each batch augmented by
+    `augment` when given, cycling epochs if needed (each new epoch then starts its workers again: give a
+    dataset of more than warmup + batches batches)."""
     batches_iter = iter(itertools.chain.from_iterable(itertools.repeat(loader)))
-    next(batches_iter)
+
+    def next_batch() -> dict:
+        batch = next(batches_iter)
+        if augment is not None:
+            batch["pixel_values"] = augment(batch["pixel_values"])
+        return batch
+
+    start = time.perf_counter()
+    next_batch()
     first = time.perf_counter() - start
     for _ in range(warmup):
-        next(batches_iter)
+        next_batch()
     synchronize(device)
     images, timed_start = 0, time.perf_counter()
-    for batch in itertools.islice(batches_iter, batches):
-        images += len(batch["labels"])
+    for _ in range(batches):
+        images += len(next_batch()["labels"])
     synchronize(device)
     return first, images / (time.perf_counter() - timed_start)
 
@@ -78,11 +94,14 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "batch_size": training_args.per_device_train_batch_size,
             "eval_batch_size": training_args.per_device_eval_batch_size,
             "train_images": len(splits["train"]),
+            "augment_on_device": trainer.device_augmentation is not None,
         }
         for workers in args.workers:
             trainer.args.dataloader_num_workers = workers
             trainer.args.dataloader_persistent_workers = False  # each count starts its own workers
-            first, rate = loader_rate(trainer.get_train_dataloader(), args.batches, args.warmup, device)
+            first, rate = loader_rate(
+                trainer.get_train_dataloader(), args.batches, args.warmup, device, trainer.device_augmentation
+            )
             result[f"train_workers_{workers}_first_batch_s"] = round(first, 2)
             result[f"train_workers_{workers}_img_s"] = round(rate, 1)
         if not args.no_eval:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,35 +136,57 @@ class Predictor:
         if on_error not in ("raise", "record"):
             raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         thresholds = self.thresholds_for(threshold)
+        starts = range(0, len(images), batch_size)
         results: list[dict[str, Any]] = []
-        with tqdm(total=len(images), unit="image", disable=not progress, file=sys.stderr) as bar:
-            for start in range(0, len(images), batch_size):
+        # Threads decode the next batch while the model runs this one (Pillow and zlib release the GIL).
+        with (
+            ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,
+            tqdm(total=len(images), unit="image", disable=not progress, file=sys.stderr) as bar,
+        ):
+            upcoming = [pool.submit(_decode, image) for image in images[:batch_size]]
+            for start in starts:
+                decoding = upcoming
+                upcoming = [
+                    pool.submit(_decode, image) for image in images[start + batch_size : start + 2 * batch_size]
+                ]
                 batch = images[start : start + batch_size]
-                results += self._predict_batch(batch, start, thresholds, on_error)
+                decoded = [future.result() for future in decoding]
+                results += self._predict_batch(batch, decoded, start, thresholds, on_error)
                 bar.update(len(batch))
         return results
 
     def _predict_batch(
-        self, batch: Sequence[ImageInput], start: int, thresholds: dict[str, float], on_error: str
+        self,
+        batch: Sequence[ImageInput],
+        decoded: Sequence[Image.Image | ImageDecodeError],
+        start: int,
+        thresholds: dict[str, float],
+        on_error: str,
     ) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        decoded: list[tuple[dict[str, Any], Image.Image]] = []
-        for offset, image in enumerate(batch):
-            result: dict[str, Any] = {"image": _image_name(image, start + offset)}
-            try:
-                decoded.append((result, _as_rgb(image)))
-            except ImageDecodeError as exc:
+        results = [{"image": _image_name(image, start + offset)} for offset, image in enumerate(batch)]
+        good: list[tuple[dict[str, Any], Image.Image]] = []
+        for result, image in zip(results, decoded, strict=True):
+            if isinstance(image, ImageDecodeError):
                 if on_error == "raise":
-                    raise
-                result["error"] = str(exc)
-            results.append(result)
-        if decoded:
-            for (result, _), scores in zip(decoded, self.probabilities([rgb for _, rgb in decoded]), strict=True):
+                    raise image
+                result["error"] = str(image)
+            else:
+                good.append((result, image))
+        if good:
+            for (result, _), scores in zip(good, self.probabilities([rgb for _, rgb in good]), strict=True):
                 result["probabilities"] = dict(zip(self.labels, scores, strict=True))
                 result["positives"] = [
                     name for name, p in zip(self.labels, scores, strict=True) if p >= thresholds[name]
                 ]
         return results
+
+
+def _decode(image: ImageInput) -> Image.Image | ImageDecodeError:
+    """The RGB image, or the decode error (returned, so that one bad file does not stop a batch)."""
+    try:
+        return _as_rgb(image)
+    except ImageDecodeError as error:
+        return error
 
 
 def _image_name(image: ImageInput, index: int) -> str:

@@ -162,7 +162,9 @@ def make_run_folder(
     model, processor = tiny_model(kind, seed, image_size)
     model.save_pretrained(run_dir)
     processor.save_pretrained(run_dir)
-    (run_dir / "run_config.yaml").write_text(yaml.safe_dump(_run_config(run_dir, kind, pretrained, image_size)))
+    (run_dir / "run_config.yaml").write_text(
+        yaml.safe_dump(_run_config(run_dir, kind, pretrained, image_size), sort_keys=False)
+    )
     eval_metrics, test = fake_metrics(rng, "eval"), fake_metrics(rng, "test")
     train = {
         "train_runtime": 12.5,

@@ -50,9 +50,16 @@ def test_synthetic_and_dataset_are_exclusive(tmp_path):
 def test_dataloader_benchmark_per_worker_count(tiny_dataset_dir):
     result = dataloader.measure(["--workers", "0", "1", "--batches", "2", "--warmup", "1", *TINY,
                                  "--dataset_name_or_path", str(tiny_dataset_dir)])
-    assert result["benchmark"] == "dataloader"
+    assert result["benchmark"] == "dataloader" and result["augment_on_device"] is False
     assert_positive(result, ["train_workers_0_img_s", "train_workers_1_img_s", "eval_workers_1_img_s",
                              "train_workers_1_first_batch_s"])
+
+
+def test_dataloader_benchmark_with_device_augmentation(tiny_dataset_dir):
+    result = dataloader.measure(["--workers", "0", "--batches", "2", "--warmup", "1", "--no-eval", *TINY,
+                                 "--augment_on_device", "true", "--dataset_name_or_path", str(tiny_dataset_dir)])
+    assert result["augment_on_device"] is True
+    assert_positive(result, ["train_workers_0_img_s"])
 
 
 def test_predict_benchmark_against_bare_forward(tmp_path):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import yaml
 from huggingface_hub import ModelCard
 from run_folder_factory import BASE_MODEL, DATASET_ID, UNDEFINED_FINDING, make_run_folder
 
+from pipeline.arguments import ModelArguments
 from pipeline.cards import NIH_URL, REFERENCE_RESULTS, RunFolderError, example_images, render_model_card
 from pipeline.labels import FINDINGS
 
@@ -106,6 +108,36 @@ def test_no_base_model_when_trained_from_scratch(tmp_path):
     card = render_model_card(make_run_folder(tmp_path / "run", pretrained=False, with_checkpoint=False), "org/x")
     assert "base_model" not in card.data.to_dict()
     assert "trained from scratch" in card.text
+
+
+def _with_model_section(run, **model_args) -> None:
+    """Rewrite the run's `model` section as training would write it for these ModelArguments."""
+    config = yaml.safe_load((run / "run_config.yaml").read_text())
+    config["model"] = vars(ModelArguments(**model_args))
+    (run / "run_config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize("local", ["existing folder", "/models/vit", "./models/vit"])
+def test_a_local_base_checkpoint_is_neither_metadata_nor_a_link(tmp_path, local):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    path = str(run) if local == "existing folder" else local
+    _with_model_section(run, model_name_or_path=path, pretrained=True)
+    card = render_model_card(run, "org/x")
+    assert "base_model" not in ModelCard(str(card)).data.to_dict()
+    assert "fine-tuned from a local checkpoint" in card.text
+    assert path not in card.text and "huggingface.co//" not in card.text
+    assert "trained from scratch" not in card.text
+
+
+def test_a_pretrained_timm_architecture_names_timms_hub_copy(tmp_path):
+    architecture = "resnet18.a1_in1k"
+    expected = timm.create_model(architecture, pretrained=False).pretrained_cfg["hf_hub_id"]
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    _with_model_section(run, timm_architecture=architecture, pretrained=True)
+    card = render_model_card(run, "org/x")
+    assert ModelCard(str(card)).data.base_model == expected
+    assert f"fine-tuned from [`{expected}`](https://huggingface.co/{expected})" in card.text
+    assert "trained from scratch" not in card.text
 
 
 def test_custom_code_card_says_the_widget_cannot_serve_it(tmp_path):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from run_folder_factory import SAMPLE_ROOT, tiny_model
 from transformers import ViTImageProcessor
 
 from pipeline import explain
+from pipeline.paper_cnn import PaperCNNForImageClassification
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +65,11 @@ def test_grad_cam_on_a_real_resnet_uses_the_last_stage_and_varies(resnet_run):
     assert method == "Grad-CAM" and heat.shape == (32, 32)
 
 
-def test_grad_cam_on_the_paper_cnn_loaded_with_its_remote_code(tmp_path):
-    model, processor = explain.load_model(save_model(tmp_path, *tiny_model("paper_cnn", seed=0)))
-    assert type(model).__name__ == "PaperCNNForImageClassification"
+def test_grad_cam_on_the_paper_cnn_loaded_without_remote_code(tmp_path):
+    run = save_model(tmp_path, *tiny_model("paper_cnn", seed=0))
+    assert "auto_map" in json.loads((run / "config.json").read_text())
+    model, processor = explain.load_model(run)
+    assert type(model) is PaperCNNForImageClassification  # this package's class, not the folder's copy
     pixel_values = explain.preprocess(_xray(), processor)
     assert isinstance(explain.last_feature_map_layer(model, pixel_values), torch.nn.MaxPool2d)
     heat, method = explain.heatmap(model, pixel_values, class_index=2)
@@ -132,3 +137,19 @@ def test_explain_image_draws_the_boxes_of_its_finding(vit_run):
 def test_load_model_needs_a_config(tmp_path):
     with pytest.raises(explain.ExplainError, match=r"no config\.json"):
         explain.load_model(tmp_path)
+
+
+def test_custom_code_in_a_run_folder_only_runs_when_trusted(tmp_path):
+    """A config whose auto_map points at code in the folder: loading refuses, and the code never runs."""
+    run = save_model(tmp_path / "run", *tiny_model("vit", seed=0))
+    config = json.loads((run / "config.json").read_text())
+    config.update(
+        model_type="mystery_net",
+        auto_map={"AutoConfig": "mystery.MysteryConfig", "AutoModelForImageClassification": "mystery.MysteryModel"},
+    )
+    (run / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "code_ran"
+    (run / "mystery.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(explain.ExplainError, match="--trust-remote-code"):
+        explain.load_model(run)
+    assert not marker.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -14,12 +15,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import transformers
 from huggingface_hub import HfApi, ModelCard
 from run_folder_factory import make_run_folder
 
 import pipeline.hub as hub
+from pipeline import train
+from pipeline.arguments import parse_args
 from pipeline.cards import example_images
 from pipeline.cli import main
+from pipeline.labels import FINDINGS
 
 REPO_ID = "org/chest-vit"
 SHIPPED_FROM_RUN = {
@@ -72,6 +77,34 @@ def test_dry_run_folder_holds_exactly_what_is_published(vit_run, published):
     for example in example_images():
         assert (published / example.repo_path).read_bytes() == example.path.read_bytes()
     assert ModelCard.load(published / "README.md").data.pipeline_tag == "image-classification"
+
+
+def test_a_real_training_run_publishes_a_card_and_a_working_pipeline_model(tiny_dataset_dir, tmp_path):
+    """The folder `pipeline.train.run` writes (not a hand-made one) goes through push --dry-run and runs."""
+    run_dir = tmp_path / "run"
+    flags = {
+        "model_type": "paper_cnn",
+        "image_size": "32",
+        "num_train_epochs": "1",
+        "use_cpu": "true",
+        "dataloader_num_workers": "0",
+        "disable_tqdm": "true",
+        "report_to": "none",
+        "dataset_name_or_path": str(tiny_dataset_dir),
+        "output_dir": str(run_dir),
+    }
+    train.run(*parse_args([item for key, value in flags.items() for item in (f"--{key}", value)]))
+    out = tmp_path / "published"
+    assert main(["push", str(run_dir), "--repo-id", "org/paper-cnn", "--dry-run", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    metrics = json.loads((run_dir / "test_results.json").read_text())
+    assert card.data.pipeline_tag == "image-classification" and "base_model" not in card.data.to_dict()
+    assert "trained from scratch" in card.text and "paper_cnn.py" in card.text
+    assert f"| This model | {metrics['test_auroc_mean']:.3f} |" in card.text
+    classifier = transformers.pipeline("image-classification", model=str(out), top_k=14, trust_remote_code=True)
+    scores = classifier(str(out / example_images()[0].repo_path))
+    assert len(scores) == 14 and {score["label"] for score in scores} == set(FINDINGS)
+    assert all(0.0 <= score["score"] <= 1.0 for score in scores)
 
 
 def test_dry_run_lists_the_files(vit_run, tmp_path, capsys):

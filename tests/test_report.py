@@ -8,7 +8,8 @@ from report_data import make_cohort, save_dataset, save_model, tiny_resnet, writ
 from run_folder_factory import tiny_model
 from sklearn.metrics import f1_score, roc_auc_score
 
-from pipeline import explain, report
+from pipeline import explain, figures, report
+from pipeline.cards import REFERENCE_RESULTS
 from pipeline.cli import main
 from pipeline.labels import FINDINGS
 from pipeline.stats import expected_calibration_error
@@ -138,6 +139,57 @@ def test_planted_subgroup_gap_is_called_out(study):
     } <= groups
 
 
+def _test_split(labels: np.ndarray, patient_ids: np.ndarray, sex: list[str], age: list[float]) -> report.TestSplit:
+    n = len(labels)
+    return report.TestSplit(
+        image_ids=[f"{i:08d}.png" for i in range(n)],
+        labels=labels,
+        patient_ids=patient_ids,
+        sex=np.asarray(sex, dtype=object),
+        age=np.asarray(age, dtype=float),
+        view=np.full(n, "PA", dtype=object),
+        names=list(FINDINGS),
+        dataset=None,
+    )
+
+
+def test_small_groups_are_not_compared_and_means_share_their_findings():
+    """Two young patients predicted perfectly (a zero-width interval), everyone else at random; and Hernia only
+    ever negative for men."""
+    rng = np.random.default_rng(5)
+    patient_ids = np.repeat(np.arange(60), 2)
+    labels = (rng.random((120, len(FINDINGS))) < 0.3).astype(float)
+    male = patient_ids % 2 == 1
+    hernia = FINDINGS.index("Hernia")
+    labels[male, hernia] = 0
+    young = patient_ids < 2
+    probs = np.where(young[:, None], labels, rng.random(labels.shape))
+    test = _test_split(labels, patient_ids, ["M" if m else "F" for m in male], [30 if y else 70 for y in young])
+    subgroups = report.subgroup_intervals({"model": probs}, test, n_boot=50, seed=0)
+    text = report.subgroup_section(subgroups, ["model"], test.names)
+    row = next(line for line in text.splitlines() if line.startswith("| Age | under 40 |"))
+    assert "too few patients" in row and "works better" not in text
+    assert subgroups.sizes["Age", "under 40"] == (4, 2) and ("Age", "under 40") not in subgroups.intervals
+    assert f"fewer than {report.MIN_SUBGROUP_PATIENTS} patients" in text
+    shared = [j for j in range(len(FINDINGS)) if j != hernia]
+    female = ~male
+    expected = np.mean([roc_auc_score(labels[female, j], probs[female, j]) for j in shared])
+    assert subgroups.intervals["Sex", "F"]["model"].estimate == pytest.approx(expected, abs=1e-12)
+    assert "Sex: 13 (without Hernia)" in text
+
+
+def test_roc_figure_has_a_legend_when_the_first_finding_is_undefined(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    rng = np.random.default_rng(0)
+    labels = (rng.random((40, len(FINDINGS))) < 0.4).astype(float)
+    labels[:, 0] = 0  # the first subplot gets no curves
+    probs = {"a": rng.random(labels.shape), "b": rng.random(labels.shape)}
+    figures.plot_roc_curves(probs, labels, FINDINGS, tmp_path / "roc.png")
+    (legend,) = drawn[0].legends
+    assert [text.get_text() for text in legend.get_texts()] == ["a", "b"]
+
+
 def test_subgroup_estimates_equal_scikit_learn_on_the_subgroup(study):
     rows = _rows(study["text"], "Who the models work for")
     cohort, probs = study["cohort"], study["probs"]["gap"]
@@ -170,6 +222,8 @@ def test_figures_are_real_pngs_and_linked(study):
 
 def test_references_and_the_papers_metrics(study):
     section = study["text"].split("## Published reference values", 1)[1]
+    for reference in REFERENCE_RESULTS:  # the model card's numbers, written once
+        assert f"| {reference.model} | {reference.test_split} | {reference.mean_auroc:.3f} |" in section
     assert "0.841" in section and "not** the official test list" in section
     assert "2406.00237" in section and "91.6%" in section
     assert f"{np.mean(study['cohort'].labels == 0):.1%}" in section
