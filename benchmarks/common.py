@@ -1,5 +1,5 @@
 """What the training, data-loading and prediction benchmarks share: the recipe with the benchmark's overrides,
-an optional generated dataset, device timing, the machine description and the JSON line.
+an optional generated dataset, device timing, the machine description (the JSON line: `benchmarks.machine`).
 
 Each script parses its own flags first (`argparse.parse_known_args`); the rest is a training recipe exactly as
 `recipes/*.py` take it (`--config recipe.yaml --key value …`, through `pipeline.arguments.parse_args`).
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-import transformers
 
+from benchmarks import machine
 from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, parse_args
 from pipeline.convert import convert
 from pipeline.synthetic import generate_nih_tree
@@ -33,9 +28,14 @@ Recipe = tuple[ModelArguments, DataArguments, ChestXrayTrainingArguments]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--synthetic", type=int, metavar="N", default=None,
-                        help="generate and convert an NIH-format dataset of N images instead of "
-                             "--dataset_name_or_path (pipeline.synthetic, written under --workdir)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        default=None,
+        help="generate and convert an NIH-format dataset of N images instead of "
+        "--dataset_name_or_path (pipeline.synthetic, written under --workdir)",
+    )
     parser.add_argument("--synthetic-size", type=int, default=256, help="side of the generated images (px)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=None, help="also append the JSON line to this file")
@@ -51,21 +51,22 @@ def synthetic_dataset(workdir: Path, n_images: int, image_size: int) -> Path:
     """A converted dataset of `n_images` generated X-rays (reused when already in `workdir`)."""
     output = workdir / f"synthetic_{n_images}_{image_size}"
     if not output.is_dir():
-        generate_nih_tree(workdir / f"nih_{n_images}_{image_size}", n_images=n_images, image_size=image_size,
-                          modes=("L",))
+        generate_nih_tree(
+            workdir / f"nih_{n_images}_{image_size}", n_images=n_images, image_size=image_size, modes=("L",)
+        )
         convert(workdir / f"nih_{n_images}_{image_size}", output, image_size=image_size)
     return output
 
 
-def parse_recipe(
-    args: argparse.Namespace, rest: Sequence[str], workdir: Path, overrides: dict[str, Any]
-) -> Recipe:
+def parse_recipe(args: argparse.Namespace, rest: Sequence[str], workdir: Path, overrides: dict[str, Any]) -> Recipe:
     """The recipe with the benchmark's overrides, on the generated dataset when `--synthetic N` is given."""
     if args.synthetic is not None:
         if any(item.startswith("--dataset_name_or_path") for item in rest):
             raise SystemExit("error: give --synthetic N or --dataset_name_or_path, not both")
-        overrides = {"dataset_name_or_path": synthetic_dataset(workdir, args.synthetic, args.synthetic_size),
-                     **overrides}
+        overrides = {
+            "dataset_name_or_path": synthetic_dataset(workdir, args.synthetic, args.synthetic_size),
+            **overrides,
+        }
     return parse_args(recipe_argv(rest, workdir, overrides))
 
 
@@ -104,26 +105,9 @@ def rates(marks: Sequence[float], images_per_step: int) -> tuple[float, float]:
     return images_per_step * len(durations) / (marks[-1] - marks[0]), images_per_step / statistics.median(durations)
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
-
-
 def environment(device: torch.device) -> dict[str, Any]:
-    """Where a number was measured: the machine, the accelerator and the library versions."""
-    return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-    }
+    """`benchmarks.machine.environment` with the name of the training device."""
+    return machine.environment(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
 
 
 def model_description(model_args: ModelArguments, image_size: int) -> dict[str, Any]:
@@ -133,16 +117,3 @@ def model_description(model_args: ModelArguments, image_size: int) -> dict[str, 
         "config_overrides": model_args.config_overrides,
         "image_size": image_size,
     }
-
-
-def report(result: dict[str, Any], output: Path | None) -> None:
-    """Print the numbers as a table and as one JSON line; append the line to `output` when given."""
-    for key, value in result.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            print(f"{key:40s} {value}")
-    line = json.dumps(result)
-    print(line)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")

@@ -9,15 +9,16 @@ does not grow with the number of images.
 
     python benchmarks/convert.py --images 1000 --num-proc 1 2 --memory-images 200 2000
 
-Prints a table and one JSON line (also appended to --json-out when given).
+Prints a table and one JSON line with the machine, versions and command (appended to --output when given).
+The full-release (112,120 images) estimates: one per measured --num-proc, at its measured rate, and one for
+16 cores, which assumes that the parallel part scales linearly from the 1-process rate (the serial parts:
+parsing the CSV, ~3 s for the full release, and `save_to_disk`, are in the measured rates, not scaled).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.convert import convert  # noqa: E402
+from benchmarks.machine import environment, report  # noqa: E402
+from pipeline.convert import convert, positive_int  # noqa: E402
 from pipeline.images import resize_keep_aspect  # noqa: E402
 from pipeline.nih import read_labels_csv  # noqa: E402
 from pipeline.synthetic import SyntheticRow, write_labels_csv, write_split_list  # noqa: E402
@@ -46,9 +48,15 @@ def build_tree(root: Path, n_images: int) -> list[Path]:
     for index in range(n_images):
         source = records[index % len(records)]
         row = SyntheticRow(
-            image_id=f"{index // 3 + 1:08d}_{index % 3:03d}.png", findings=source.findings,
-            patient_id=index // 3 + 1, follow_up=index % 3, age_2017=f"{source.age_years or 0:03d}Y",
-            age_2020=source.age_years or 0, sex=source.sex, view_position=source.view_position, mode="L",
+            image_id=f"{index // 3 + 1:08d}_{index % 3:03d}.png",
+            findings=source.findings,
+            patient_id=index // 3 + 1,
+            follow_up=index % 3,
+            age_2017=f"{source.age_years or 0:03d}Y",
+            age_2020=source.age_years or 0,
+            sex=source.sex,
+            view_position=source.view_position,
+            mode="L",
         )
         folder = root / f"images_{index // 10_000 + 1:03d}" / "images"
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,9 +68,9 @@ def build_tree(root: Path, n_images: int) -> list[Path]:
         rows.append(row)
         files.append(target)
     write_labels_csv(root / "Data_Entry_2017_v2020.csv", rows, "2020")
-    test = [row.image_id for row in rows if row.patient_id % 5 == 0]
+    test = [row.image_id for row in rows if row.patient_id % 5 == 1]  # patient 1 on: no split is empty
     write_split_list(root / "test_list.txt", test)
-    write_split_list(root / "train_val_list.txt", [row.image_id for row in rows if row.patient_id % 5 != 0])
+    write_split_list(root / "train_val_list.txt", [row.image_id for row in rows if row.patient_id % 5 != 1])
     return files
 
 
@@ -97,8 +105,21 @@ def peak_memory_mib(root: Path, output: Path, image_size: int) -> dict[str, floa
     files that `save_to_disk` reads, which the kernel can drop at will; `max_rss_anon` (sampled from
     /proc every 20 ms) is the process's own heap, the memory that would run out.
     """
-    command = [sys.executable, "-m", "pipeline.cli", "convert", "--nih-root", str(root), "--output", str(output),
-               "--image-size", str(image_size), "--num-proc", "1", "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "convert",
+        "--nih-root",
+        str(root),
+        "--output",
+        str(output),
+        "--image-size",
+        str(image_size),
+        "--num-proc",
+        "1",
+        "--overwrite",
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak_anon = 0
     pid, status, usage = 0, 0, None
@@ -111,20 +132,21 @@ def peak_memory_mib(root: Path, output: Path, image_size: int) -> dict[str, floa
     return {"max_rss": round(usage.ru_maxrss / 1024, 1), "max_rss_anon": round(peak_anon / 1024, 1)}
 
 
-def main() -> None:
+def measure(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=1000, help="images in the throughput tree")
-    parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--memory-images", type=int, nargs="*", default=[200, 2000])
+    parser.add_argument("--images", type=positive_int, default=1000, help="images in the throughput tree")
+    parser.add_argument("--num-proc", type=positive_int, nargs="+", default=[1, 2])
+    parser.add_argument("--memory-images", type=positive_int, nargs="*", default=[200, 2000])
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--json-out", type=Path, default=None, help="append the JSON line to this file")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=None, help="also append the JSON line to this file")
+    args = parser.parse_args(argv)
+    if args.images < 9 or min(args.memory_images, default=9) < 9:
+        parser.error("--images and --memory-images must be at least 9 (3 patients: train, validation, test)")
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="convert-bench-"))
-    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                    "python": platform.python_version(), "images": args.images, "image_size": args.image_size}
+    result: dict = {"benchmark": "convert", **environment(), "images": args.images, "image_size": args.image_size}
     files = build_tree(workdir / "nih", args.images)
     plain_loop(files[:56], args.image_size)  # warm the page cache and Pillow
     # Interleaved rounds, best of each: other load on the machine hits both measurements alike.
@@ -143,19 +165,16 @@ def main() -> None:
         build_tree(root, n)
         for key, value in peak_memory_mib(root, workdir / f"out_{n}", args.image_size).items():
             result[f"{key}_mib_{n}_images"] = value
-    if one:  # CPU-bound estimate: worker processes share nothing but the disk (see BENCHMARKS.md for I/O)
-        for cores in (2, 16):
-            result[f"full_release_minutes_{cores}_cores_linear"] = round(FULL_RELEASE / (one * cores) / 60, 1)
-    for key, value in result.items():
-        print(f"{key:40s} {value}")
-    line = json.dumps(result)
-    print(line)
-    if args.json_out:
-        with args.json_out.open("a") as handle:
-            handle.write(line + "\n")
+    for num_proc in args.num_proc:  # at the rate measured with that many processes
+        rate = result[f"convert_num_proc_{num_proc}_img_s"]
+        result[f"full_release_minutes_num_proc_{num_proc}_measured"] = round(FULL_RELEASE / rate / 60, 1)
+    if one:  # the parallel part scaled linearly from one process; I/O limits not included (see BENCHMARKS.md)
+        result["full_release_minutes_16_cores_linear"] = round(FULL_RELEASE / (one * 16) / 60, 1)
+    report(result, args.output)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    measure()

@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from benchmarks.common import environment, model_description, rates, recipe_argv, report, scratch_folder  # noqa: E402
+from benchmarks.common import environment, model_description, rates, recipe_argv, scratch_folder  # noqa: E402
+from benchmarks.machine import report  # noqa: E402
 from pipeline.arguments import parse_args  # noqa: E402
 from pipeline.labels import FINDINGS  # noqa: E402
 from pipeline.models import build_image_processor, build_model  # noqa: E402
@@ -85,8 +86,9 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="run folder or Hub id (default: build from recipe flags)")
     parser.add_argument("--images-dir", type=Path, default=SAMPLE_IMAGES, help="folder of X-rays to predict")
-    parser.add_argument("--images", type=int, default=128, help="files predicted (the folder's, cycled; "
-                        "a multiple of --batch-size)")
+    parser.add_argument(
+        "--images", type=int, default=128, help="files predicted (the folder's, cycled; a multiple of --batch-size)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="as `chestxray predict --batch-size`")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches before each measurement")
     parser.add_argument("--device", default=None, help="cpu, cuda, … (default: as chestxray predict)")

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-import timm
 import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
@@ -48,10 +47,15 @@ def size_category(n_rows: int) -> str:
 
 
 def render_dataset_card(
-    dataset: DatasetDict, labels_csv: str, options: Mapping[str, object], repo_id: str | None = None
+    dataset: DatasetDict,
+    labels_csv: str,
+    options: Mapping[str, object],
+    repo_id: str | None = None,
+    missing: Mapping[str, int] | None = None,
 ) -> DatasetCard:
     """The converted dataset's card: features, label counts per split, source, NIH terms and citation,
-    and the converter `options` (which must include `image_size`, `validation_fraction` and `seed`)."""
+    the converter `options` (which must include `image_size`, `validation_fraction` and `seed`), and the
+    images per split that were listed but `missing` on disk (`--allow-missing`), which the card states."""
     total = sum(ds.num_rows for ds in dataset.values())
     patients = set().union(*(ds.unique("patient_id") for ds in dataset.values()))
     image_size = int(options["image_size"])
@@ -78,6 +82,7 @@ def render_dataset_card(
         image_size_text=f"{image_size} px on the shorter side" if image_size > 0 else "original size",
         labels_csv=labels_csv,
         options=dict(options),
+        missing={split: count for split, count in (missing or {}).items() if count},
     )
 
 
@@ -196,7 +201,12 @@ def is_hub_id(name: str | None) -> bool:
 
 
 def timm_hub_id(architecture: str) -> str | None:
-    """The Hub copy of a timm architecture's pretrained weights (e.g. `timm/densenet121.tv_in1k`), if it has one."""
+    """The Hub copy of a timm architecture's pretrained weights (e.g. `timm/densenet121.tv_in1k`), if it has one.
+
+    timm is imported here, not at the top: it imports torch (seconds, ~850 MiB), which `chestxray convert`,
+    a user of this module's dataset card, does not need."""
+    import timm
+
     pretrained_cfg = timm.models.get_pretrained_cfg(architecture)
     return pretrained_cfg.hf_hub_id if pretrained_cfg is not None else None
 

@@ -27,6 +27,8 @@ from pipeline.images import ImageDecodeError
 from pipeline.nih import NIHFormatError, NIHSource, load_source, split_by_patient
 
 CARD_FILE = "README.md"
+# What `DatasetDict.save_to_disk` writes at the top of its folder: marks a folder --overwrite may replace.
+DATASET_DICT_FILE = "dataset_dict.json"
 
 
 class ConversionError(ValueError):
@@ -44,14 +46,24 @@ class ConversionSummary:
 
 
 def check_output(output: Path, nih_root: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output without `overwrite`, and ever to write over the input."""
+    """Refuse to write over the input, to replace an existing output without `overwrite`, and even with it
+    to replace anything but a converted dataset (a folder with `dataset_dict.json`) or an empty folder."""
     output, nih_root = output.resolve(), nih_root.resolve()
-    if output == nih_root or output in nih_root.parents:
-        raise ConversionError(f"{output}: the output folder must not be or contain the NIH root {nih_root}")
-    if output.exists() and not overwrite:
+    if output == nih_root or nih_root in output.parents:
+        raise ConversionError(f"{output}: the output folder must not be or be inside the NIH root {nih_root}")
+    if output in nih_root.parents:
+        raise ConversionError(f"{output}: the output folder must not contain the NIH root {nih_root}")
+    if not output.exists():
+        return
+    if not overwrite:
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
-    if output.exists() and not output.is_dir():
+    if not output.is_dir():
         raise ConversionError(f"{output} exists and is not a folder")
+    if not (output / DATASET_DICT_FILE).is_file() and any(output.iterdir()):
+        raise ConversionError(
+            f"{output} is not a converted dataset (no {DATASET_DICT_FILE}) and not empty; --overwrite only "
+            "replaces the output of an earlier conversion: choose another --output or remove it yourself"
+        )
 
 
 def present_splits(
@@ -75,10 +87,36 @@ def present_splits(
     return present, missing
 
 
+def check_not_empty(splits: dict[str, list[str]], missing: dict[str, int]) -> None:
+    """Refuse to write a split without images: `load_from_disk` cannot load a DatasetDict that has one."""
+    empty = [split for split, names in splits.items() if not names]
+    if empty:
+        reasons = "; ".join(
+            f"{split}: all {missing[split]} listed images are missing on disk"
+            if missing.get(split)
+            else f"{split}: no image assigned to it"
+            for split in empty
+        )
+        raise ConversionError(
+            f"the {', '.join(empty)} split would be empty ({reasons}), and a saved DatasetDict with an "
+            "empty split cannot be loaded; convert more images or change --validation-fraction"
+        )
+
+
 def _move_into_place(built: Path, output: Path, scratch: Path) -> None:
-    if output.exists():
-        output.rename(scratch / "replaced")
-    built.rename(output)
+    """Rename the finished build to `output`; an output being replaced is put back if that rename fails."""
+    replaced = scratch / "replaced"
+    try:
+        if output.exists():
+            output.rename(replaced)
+        try:
+            built.rename(output)
+        except OSError:
+            if replaced.exists():
+                replaced.rename(output)
+            raise
+    except OSError as exc:
+        raise ConversionError(f"cannot move the converted dataset to {output} ({exc}); nothing was changed") from exc
 
 
 def convert(
@@ -104,15 +142,20 @@ def convert(
     splits, missing = present_splits(
         source, {"train": train, "validation": validation, "test": source.test}, allow_missing
     )
+    check_not_empty(splits, missing)
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         dataset = build_dataset_dict(source, splits, image_size, num_proc or default_num_proc(), scratch / "cache")
         built = scratch / "dataset"
         dataset.save_to_disk(str(built))
-        options = {"image_size": image_size, "validation_fraction": validation_fraction, "seed": seed,
-                   "allow_missing": allow_missing}
-        render_dataset_card(dataset, source.labels_csv.name, options, repo_id).save(built / CARD_FILE)
+        options = {
+            "image_size": image_size,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+            "allow_missing": allow_missing,
+        }
+        render_dataset_card(dataset, source.labels_csv.name, options, repo_id, missing).save(built / CARD_FILE)
         _move_into_place(built, output, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -126,30 +169,68 @@ def push_converted(output: Path, repo_id: str, private: bool = False) -> None:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    """A validation fraction strictly between 0 and 1: each split must hold images."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (both excluded)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (worker processes, images)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nih-root", type=Path, required=True,
-                        help="NIH download: images_001/images/*.png … or images/*.png, the label CSV, split lists")
+    parser.add_argument(
+        "--nih-root",
+        type=Path,
+        required=True,
+        help="NIH download: images_001/images/*.png … or images/*.png, the label CSV, split lists",
+    )
     parser.add_argument("--output", type=Path, required=True, help="folder for the DatasetDict (save_to_disk)")
-    parser.add_argument("--labels-csv", type=Path, default=None,
-                        help="label CSV to use (default: Data_Entry_2017_v2020.csv, else Data_Entry_2017.csv)")
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
-                        help="shorter side in pixels (default 256: room for 224 px crops at ~1/16 of the "
-                             "decode cost of the 1024 px originals); never enlarges; 0 keeps the original size")
-    parser.add_argument("--validation-fraction", type=_fraction, default=0.1,
-                        help="fraction of the train_val patients held out as validation (default 0.1)")
+    parser.add_argument(
+        "--labels-csv",
+        type=Path,
+        default=None,
+        help="label CSV to use (default: Data_Entry_2017_v2020.csv, else Data_Entry_2017.csv)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="shorter side in pixels (default 256: room for 224 px crops at ~1/16 of the "
+        "decode cost of the 1024 px originals); never enlarges; 0 keeps the original size",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        help="fraction of the train_val patients held out as validation, between 0 and 1 (default 0.1)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/validation patient split")
-    parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="convert the images present when some listed images are missing on disk")
+    parser.add_argument("--num-proc", type=positive_int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="convert the images present when some listed images are missing on disk",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
-                        help="also upload the dataset (Parquet) with its card to this Hub dataset repo")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        default=None,
+        help="also upload the dataset (Parquet) with its card to this Hub dataset repo",
+    )
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
 
 
@@ -163,9 +244,16 @@ def _print_summary(summary: ConversionSummary) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     try:
         summary = convert(
-            args.nih_root, args.output, labels_csv=args.labels_csv, image_size=args.image_size,
-            validation_fraction=args.validation_fraction, seed=args.seed, num_proc=args.num_proc,
-            allow_missing=args.allow_missing, overwrite=args.overwrite, repo_id=args.push_to_hub,
+            args.nih_root,
+            args.output,
+            labels_csv=args.labels_csv,
+            image_size=args.image_size,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            num_proc=args.num_proc,
+            allow_missing=args.allow_missing,
+            overwrite=args.overwrite,
+            repo_id=args.push_to_hub,
         )
     except (NIHFormatError, ImageDecodeError, ConversionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -179,4 +267,3 @@ def run_cli(args: argparse.Namespace) -> int:
             return 1
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
-

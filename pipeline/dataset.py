@@ -19,21 +19,23 @@ from pipeline.labels import FINDINGS, to_multi_hot
 from pipeline.nih import NIHSource
 
 DEFAULT_IMAGE_SIZE = 256
-# Rows `map` holds before writing them out: datasets' own choice for image data (its default of 1,000 rows
-# would buffer ~40 MB of PNG bytes per process).
-IMAGES_PER_WRITE = datasets.config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS
+# Rows `map` buffers before writing them out: datasets' record-batch size for image data (100), not its
+# default of 1,000 rows (~30 MB of 256 px PNG bytes per process, ~375 MB of original 1024 px NIH PNGs).
+IMAGES_PER_WRITE = datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS
 SPLITS = ("train", "validation", "test")
-FEATURES = Features({
-    "image": datasets.Image(),
-    "labels": List(Value("float32"), length=len(FINDINGS)),
-    "findings": List(ClassLabel(names=list(FINDINGS))),
-    "image_id": Value("string"),
-    "patient_id": Value("int32"),
-    "age_years": Value("int32"),
-    "sex": Value("string"),
-    "view_position": Value("string"),
-    "follow_up": Value("int32"),
-})
+FEATURES = Features(
+    {
+        "image": datasets.Image(),
+        "labels": List(Value("float32"), length=len(FINDINGS)),
+        "findings": List(ClassLabel(names=list(FINDINGS))),
+        "image_id": Value("string"),
+        "patient_id": Value("int32"),
+        "age_years": Value("int32"),
+        "sex": Value("string"),
+        "view_position": Value("string"),
+        "follow_up": Value("int32"),
+    }
+)
 # Before the images are read: the file to read instead of the image.
 _METADATA_FEATURES = Features({"path": Value("string"), **{k: v for k, v in FEATURES.items() if k != "image"}})
 
@@ -45,10 +47,31 @@ def finding_names(dataset: Dataset | DatasetDict) -> list[str]:
     return list(dataset.features["findings"].feature.names)
 
 
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` can only mean a folder, not a Hub id (`name` or `org/name`): it starts with `.`, `/` or
+    `~`, has more than two parts or a backslash, or its first part is an existing local folder."""
+    parts = Path(name).parts
+    return (
+        name.startswith((".", "/", "~"))
+        or (os.sep != "/" and os.sep in name)
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
+    )
+
+
 def load_dataset_dict(name_or_path: str | Path) -> DatasetDict:
-    """A converted dataset from a local folder (`save_to_disk`) or from the Hub (a dataset repo id)."""
-    if Path(name_or_path).is_dir():
-        return datasets.load_from_disk(str(name_or_path))
+    """A converted dataset from a local folder (`save_to_disk`) or from the Hub (a dataset repo id).
+
+    A mistyped folder raises `FileNotFoundError` ("no such folder") rather than a Hub error about a repo id.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return datasets.load_from_disk(str(path))
+    if isinstance(name_or_path, Path) or looks_like_local_path(str(name_or_path)):
+        raise FileNotFoundError(
+            f"{name_or_path}: no such folder (expected a folder written by `chestxray "
+            "convert`, or a Hub dataset id such as org/name)"
+        )
     return datasets.load_dataset(str(name_or_path))
 
 
@@ -99,10 +122,12 @@ def build_dataset_dict(
 ) -> DatasetDict:
     """One `build_split` per split; the Arrow files live in `work_dir` until the caller saves the result."""
     Path(work_dir).mkdir(parents=True, exist_ok=True)
-    return DatasetDict({
-        split: build_split(source, names, image_size, num_proc, Path(work_dir) / f"{split}.arrow", split)
-        for split, names in splits.items()
-    })
+    return DatasetDict(
+        {
+            split: build_split(source, names, image_size, num_proc, Path(work_dir) / f"{split}.arrow", split)
+            for split, names in splits.items()
+        }
+    )
 
 
 def default_num_proc() -> int:

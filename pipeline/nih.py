@@ -134,8 +134,7 @@ def _column_offsets(path: Path, header: list[str]) -> tuple[dict[str, int], int]
     missing = [name for name in COLUMNS if name not in offsets]
     if missing:
         raise NIHFormatError(
-            f"{path}: missing column(s) {', '.join(map(repr, missing))}; the header has "
-            f"{', '.join(map(repr, offsets))}"
+            f"{path}: missing column(s) {', '.join(map(repr, missing))}; the header has {', '.join(map(repr, offsets))}"
         )
     return {name: offsets[name] for name in COLUMNS}, position
 
@@ -251,9 +250,12 @@ def load_source(root: Path, labels_csv: Path | None = None) -> NIHSource:
         raise NIHFormatError(
             f"{root}: {len(both)} image(s) in both {TRAIN_VAL_LIST} and {TEST_LIST}, e.g. {sorted(both)[:5]}"
         )
-    shared = {records[n].patient_id for n in train_val} & {records[n].patient_id for n in test}
+    shared = sorted({records[n].patient_id for n in train_val} & {records[n].patient_id for n in test})
     if shared:
-        logger.warning("%d patient(s) have images in both %s and %s", len(shared), TRAIN_VAL_LIST, TEST_LIST)
+        raise NIHFormatError(
+            f"{len(shared)} patient(s) have images in both {root / TRAIN_VAL_LIST} and {root / TEST_LIST}, "
+            f"e.g. patient {', '.join(map(str, shared[:5]))}; a patient must be in one split only"
+        )
     unlisted = len(records) - len(train_val) - len(test)
     if unlisted:
         logger.warning("%d row(s) of %s are in neither split list; they are skipped", unlisted, csv_path.name)
@@ -262,7 +264,9 @@ def load_source(root: Path, labels_csv: Path | None = None) -> NIHSource:
     if unlabelled:
         logger.warning(
             "%d image(s) on disk have no row in %s and are skipped, e.g. %s",
-            len(unlabelled), csv_path.name, ", ".join(unlabelled[:5]),
+            len(unlabelled),
+            csv_path.name,
+            ", ".join(unlabelled[:5]),
         )
     return NIHSource(root, csv_path, records, train_val, test, image_files)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from pipeline.labels import FINDINGS, NO_FINDING
 
@@ -68,22 +69,26 @@ def make_pixels(findings: Sequence[str], size: int, rng: np.random.Generator) ->
 
 def save_image(pixels: np.ndarray, path: Path, mode: str) -> None:
     """Write 8-bit `pixels` as a PNG in `mode`: L; RGBA with R=G=B and opaque alpha (as NIH's);
-    I;16 holding 12-bit values (so only scaling by the actual range, not clipping, recovers them)."""
+    I;16 holding 12-bit values, x16, with an `sBIT` chunk saying 12 (clipping to 8 bits would make them
+    white; scaling by the 12-bit depth recovers them)."""
+    info = PngInfo()
     if mode == "L":
         image = Image.fromarray(pixels, mode="L")
     elif mode == "RGBA":
         image = Image.fromarray(np.dstack([pixels, pixels, pixels, np.full_like(pixels, 255)]), mode="RGBA")
     elif mode == "I;16":
         image = Image.fromarray(pixels.astype(np.uint16) * 16)
+        info.add(b"sBIT", bytes([12]))
     else:
         raise ValueError(f"unsupported mode {mode!r}; expected one of {IMAGE_MODES}")
-    image.save(path, format="PNG")
+    image.save(path, format="PNG", pnginfo=info)
 
 
 def _age_2017(rng: random.Random, years: int, index: int) -> str:
-    """The 2017 file's age spelling, with its quirks: months, days and impossible ages now and then."""
+    """The 2017 file's age spelling, with its quirks: months (under and over a year, as NIH's `011M` and
+    `018M`), days and impossible ages now and then."""
     if index % 23 == 5:
-        return f"{rng.randint(1, 11):03d}M"
+        return f"{rng.randint(1, 11) if index % 2 else rng.randint(12, 23):03d}M"
     if index % 37 == 7:
         return f"{rng.randint(1, 30):03d}D"
     if index % 41 == 11:
@@ -105,18 +110,28 @@ def make_rows(
             index = len(rows)
             findings = tuple(f for f in FINDINGS if rng.random() < finding_probability)
             mode = modes[(index // 4) % len(modes)] if index % 4 == 3 else modes[0]
-            rows.append(SyntheticRow(
-                image_id=f"{patient:08d}_{follow_up:03d}.png", findings=findings, patient_id=patient,
-                follow_up=follow_up, age_2017=_age_2017(rng, years, index), age_2020=years, sex=sex,
-                view_position=rng.choice(["PA", "AP"]), mode=mode,
-            ))
+            rows.append(
+                SyntheticRow(
+                    image_id=f"{patient:08d}_{follow_up:03d}.png",
+                    findings=findings,
+                    patient_id=patient,
+                    follow_up=follow_up,
+                    age_2017=_age_2017(rng, years, index),
+                    age_2020=years,
+                    sex=sex,
+                    view_position=rng.choice(["PA", "AP"]),
+                    mode=mode,
+                )
+            )
     return rows
 
 
 def write_labels_csv(path: Path, rows: Sequence[SyntheticRow], csv_format: str) -> None:
     """Write rows as NIH's `2017` file (CRLF, trailing header comma, `058Y` ages, zero padding) or `2020` file."""
-    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+    header = (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    )
     lines = [header + ("," if csv_format == "2017" else "")]
     for row in rows:
         labels = "|".join(row.findings) or NO_FINDING
@@ -188,16 +203,18 @@ def replace_in_header(path: Path, old: str, new: str) -> None:
 
 def replace_in_row(path: Path, image_id: str, old: str, new: str) -> None:
     """Replace text in the CSV row of `image_id` (a bad label, age, name…)."""
-    _rewrite_lines(path, lambda lines: [
-        line.replace(old, new) if line.startswith(f"{image_id},") else line for line in lines
-    ])
+    _rewrite_lines(
+        path, lambda lines: [line.replace(old, new) if line.startswith(f"{image_id},") else line for line in lines]
+    )
 
 
 def duplicate_row(path: Path, image_id: str) -> None:
     """Repeat the CSV row of `image_id` at the end of the file."""
+
     def edit(lines: list[str]) -> list[str]:
         row = next(line for line in lines if line.startswith(f"{image_id},"))
-        ending = row[len(row.rstrip("\r\n")):] or "\n"
+        ending = row[len(row.rstrip("\r\n")) :] or "\n"
         last = lines[-1] if lines[-1].endswith(("\n", "\r")) else lines[-1] + ending
         return [*lines[:-1], last, row.rstrip("\r\n") + ending]
+
     _rewrite_lines(path, edit)

@@ -23,18 +23,21 @@ def sample_nih_root() -> Path:
 @pytest.fixture
 def make_nih_tree(tmp_path: Path) -> Callable[..., SyntheticTree]:
     """Factory for a fresh generated NIH tree in this test's tmp_path (safe to break on purpose)."""
+
     def make(name: str = "nih", **kwargs) -> SyntheticTree:
         kwargs.setdefault("n_images", 30)
         kwargs.setdefault("image_size", 32)
         return generate_nih_tree(tmp_path / name, **kwargs)
+
     return make
 
 
 @pytest.fixture(scope="session")
 def nih_tree(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTree:
     """A generated official-layout tree with both CSV formats (read only: do not modify)."""
-    return generate_nih_tree(tmp_path_factory.mktemp("nih_tree"), n_images=60, image_size=32,
-                             csv_formats=("2017", "2020"))
+    return generate_nih_tree(
+        tmp_path_factory.mktemp("nih_tree"), n_images=60, image_size=32, csv_formats=("2017", "2020")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_nih import parse_2017_by_hand
 
 from pipeline import synthetic
 from pipeline.cli import main
-from pipeline.convert import convert
+from pipeline.convert import ConversionError, convert
 from pipeline.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,25 +73,20 @@ def test_sample_with_2017_csv(sample_nih_root: Path, tmp_path: Path) -> None:
     """The 2017 file (CRLF, 058Y ages, zero padding) converts; rows equal a plain string parse of it."""
     csv = sample_nih_root / "Data_Entry_2017.csv"
     assert run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", str(csv), "--image-size", "16") == 0
-    expected = {}
-    for line in csv.read_bytes().decode().split("\r\n")[1:]:
-        if line:
-            fields = line.split(",")
-            expected[fields[0]] = (fields[1], int(fields[3]), int(fields[4][:-1]))
+    expected = parse_2017_by_hand(csv)
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     rows = [row for ds in dd.values() for row in ds.remove_columns("image")]
     assert len(rows) == len(expected)
     for row in rows:
-        labels, patient, age = expected[row["image_id"]]
-        assert [FINDINGS[i] for i in np.flatnonzero(row["labels"])] == sorted(labels.split("|")) or (
-            labels == "No Finding" and not any(row["labels"])
-        )
+        findings, patient, age = expected[row["image_id"]]
+        assert [FINDINGS[i] for i in np.flatnonzero(row["labels"])] == findings
         assert (row["patient_id"], row["age_years"]) == (patient, age)
 
 
 def test_generated_flat_2017_tree_keeps_size_and_converts_all_modes(make_nih_tree, tmp_path: Path) -> None:
-    tree = make_nih_tree(layout="flat", csv_formats=("2017",), n_images=24)
+    tree = make_nih_tree(layout="flat", csv_formats=("2017",), n_images=30)
     assert {row.mode for row in tree.rows} == set(synthetic.IMAGE_MODES)
+    assert any(row.age_2017.endswith("M") and int(row.age_2017[:-1]) >= 12 for row in tree.rows)
     assert convert(tree.root, tmp_path / "out", image_size=0, num_proc=1).counts["test"] == len(tree.test)
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     by_id = {row.image_id: row for row in tree.rows}
@@ -98,7 +94,10 @@ def test_generated_flat_2017_tree_keeps_size_and_converts_all_modes(make_nih_tre
         for example in ds:
             row = by_id[example["image_id"]]
             assert example["image"].mode == "L" and example["image"].size == (32, 32)
-            years = int(row.age_2017[:-1]) if row.age_2017.endswith("Y") else 0
+            assert example["labels"] == [float(name in row.findings) for name in FINDINGS]
+            assert example["patient_id"] == row.patient_id and example["follow_up"] == row.follow_up
+            value, unit = int(row.age_2017[:-1]), row.age_2017[-1]
+            years = {"Y": value, "M": value // 12, "D": value // 365}[unit]
             assert example["age_years"] == (years if years <= 120 else None)
             for finding in row.findings:  # the blob survives every source mode
                 cx, cy = synthetic.signal_center(finding)
@@ -118,22 +117,41 @@ def test_split_is_deterministic_and_seeded(make_nih_tree, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda t: synthetic.replace_in_header(t.root / synthetic.CSV_2020, "Patient ID", "Patient Number"),
-         "Data_Entry_2017_v2020.csv: missing column(s) 'Patient ID'"),
-        (lambda t: synthetic.replace_in_row(t.root / synthetic.CSV_2020, t.rows[1].image_id,
-                                            f"{t.rows[1].image_id},", f"{t.rows[1].image_id},Pneumonitis|"),
-         "Data_Entry_2017_v2020.csv, line 3: unknown finding 'Pneumonitis'"),
-        (lambda t: synthetic.duplicate_row(t.root / synthetic.CSV_2020, t.rows[0].image_id),
-         "_000.png' (first on line 2)"),
-        (lambda t: synthetic.replace_in_row(t.root / synthetic.CSV_2020, t.rows[0].image_id,
-                                            t.rows[0].image_id, "../x.png"),
-         "line 2: image name '../x.png' must be a bare file name"),
-        (lambda t: synthetic.truncate_file(next(t.root.glob("images_002/images/*.png"))),
-         "not a readable or complete image file"),
-        (lambda t: (t.root / synthetic.TRAIN_VAL_LIST).write_text("\n".join([*t.train_val, "00999999_000.png"])),
-         "train_val_list.txt: 1 image(s) not in Data_Entry_2017_v2020.csv, e.g. 00999999_000.png"),
-        (lambda t: [p.unlink() for p in sorted(t.root.glob("images_003/images/*.png"))[:7]],
-         "7 of 30 images listed in Data_Entry_2017_v2020.csv and the split lists are missing"),
+        (
+            lambda t: synthetic.replace_in_header(t.root / synthetic.CSV_2020, "Patient ID", "Patient Number"),
+            "Data_Entry_2017_v2020.csv: missing column(s) 'Patient ID'",
+        ),
+        (
+            lambda t: synthetic.replace_in_row(
+                t.root / synthetic.CSV_2020,
+                t.rows[1].image_id,
+                f"{t.rows[1].image_id},",
+                f"{t.rows[1].image_id},Pneumonitis|",
+            ),
+            "Data_Entry_2017_v2020.csv, line 3: unknown finding 'Pneumonitis'",
+        ),
+        (
+            lambda t: synthetic.duplicate_row(t.root / synthetic.CSV_2020, t.rows[0].image_id),
+            "_000.png' (first on line 2)",
+        ),
+        (
+            lambda t: synthetic.replace_in_row(
+                t.root / synthetic.CSV_2020, t.rows[0].image_id, t.rows[0].image_id, "../x.png"
+            ),
+            "line 2: image name '../x.png' must be a bare file name",
+        ),
+        (
+            lambda t: synthetic.truncate_file(next(t.root.glob("images_002/images/*.png"))),
+            "not a readable or complete image file",
+        ),
+        (
+            lambda t: (t.root / synthetic.TRAIN_VAL_LIST).write_text("\n".join([*t.train_val, "00999999_000.png"])),
+            "train_val_list.txt: 1 image(s) not in Data_Entry_2017_v2020.csv, e.g. 00999999_000.png",
+        ),
+        (
+            lambda t: [p.unlink() for p in sorted(t.root.glob("images_003/images/*.png"))[:7]],
+            "7 of 30 images listed in Data_Entry_2017_v2020.csv and the split lists are missing",
+        ),
         (lambda t: (t.root / synthetic.CSV_2020).unlink(), "no label CSV"),
     ],
 )
@@ -156,6 +174,9 @@ def test_allow_missing_converts_what_is_present(make_nih_tree, tmp_path: Path, c
     assert run_convert(tree.root, tmp_path / "out", "--allow-missing") == 0
     out = capsys.readouterr().out
     assert f"test: {len(tree.test) - 1} images (1 listed but missing on disk)" in out
+    card = " ".join((tmp_path / "out" / "README.md").read_text().split())
+    assert "3 images named by the split lists were missing on disk" in card and "(train: 2, test: 1)" in card
+    assert "**not** the complete official test list" in card and "`test` is exactly" not in card
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     assert sum(ds.num_rows for ds in dd.values()) == len(tree.rows) - 3
     assert not gone & {name for ds in dd.values() for name in ds["image_id"]}
@@ -173,15 +194,109 @@ def test_existing_output_needs_overwrite(make_nih_tree, tmp_path: Path, capsys) 
     tree = make_nih_tree()
     output = tmp_path / "out"
     output.mkdir()
-    (output / "keep.txt").write_text("user data")
     assert run_convert(tree.root, output) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert (output / "keep.txt").read_text() == "user data"
-    assert run_convert(tree.root, output, "--overwrite", "--image-size", "8") == 0
-    assert not (output / "keep.txt").exists()
-    assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "8") == 0  # an empty folder
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "4") == 0  # an earlier conversion
+    dd = datasets.load_from_disk(str(output))
+    assert dd["test"]["image_id"] == tree.test and dd["test"][0]["image"].size == (4, 4)
+
+
+def test_overwrite_never_replaces_other_folders(make_nih_tree, tmp_path: Path, capsys) -> None:
+    """--overwrite replaces only a converted dataset or an empty folder: never user data, never the input."""
+    tree = make_nih_tree()
+    sources = sorted(p.name for p in (tree.root / "images_003" / "images").iterdir())
+    assert run_convert(tree.root, tree.root / "images_003", "--overwrite") == 2
+    assert "must not be or be inside the NIH root" in capsys.readouterr().err
+    assert sorted(p.name for p in (tree.root / "images_003" / "images").iterdir()) == sources
     assert run_convert(tree.root, tree.root, "--overwrite") == 2
-    assert "must not be or contain the NIH root" in capsys.readouterr().err
+    assert "must not be or be inside the NIH root" in capsys.readouterr().err
+    assert run_convert(tree.root, tree.root.parent, "--overwrite") == 2
+    assert "must not contain the NIH root" in capsys.readouterr().err
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "keep.txt").write_text("user data")
+    assert run_convert(tree.root, output, "--overwrite") == 2
+    assert "not a converted dataset (no dataset_dict.json) and not empty" in capsys.readouterr().err
+    assert (output / "keep.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "nih"]
+
+
+def test_failed_final_rename_puts_the_old_output_back(make_nih_tree, tmp_path: Path, monkeypatch, capsys) -> None:
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    assert run_convert(tree.root, output, "--image-size", "8") == 0
+    rename = Path.rename
+
+    def failing_rename(self: Path, target):
+        if Path(target) == output and self.name == "dataset":
+            raise OSError("disk on fire")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    assert run_convert(tree.root, output, "--image-size", "4", "--overwrite") == 2
+    assert "cannot move the converted dataset to" in capsys.readouterr().err
+    assert datasets.load_from_disk(str(output))["test"][0]["image"].size == (8, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--validation-fraction", "0", "between 0 and 1"),
+        ("--validation-fraction", "1", "between 0 and 1"),
+        ("--validation-fraction", "-0.2", "between 0 and 1"),
+        ("--num-proc", "0", "must be at least 1"),
+    ],
+)
+def test_bad_option_values_are_refused_by_the_parser(tmp_path: Path, capsys, flag: str, value: str, message: str):
+    with pytest.raises(SystemExit) as info:
+        run_convert(tmp_path / "nih", tmp_path / "out", flag, value)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_empty_split_is_refused_by_name(make_nih_tree, tmp_path: Path, capsys) -> None:
+    """A DatasetDict with an empty split cannot be loaded: neither an empty validation nor a fully missing
+    test split is written."""
+    tree = make_nih_tree()
+    with pytest.raises(ConversionError, match=r"the validation split would be empty .*no image assigned"):
+        convert(tree.root, tmp_path / "out", validation_fraction=0.0, num_proc=1)
+    for path in tree.root.glob("images_*/images/*.png"):
+        if path.name in tree.test:
+            path.unlink()
+    assert run_convert(tree.root, tmp_path / "out", "--allow-missing") == 2
+    err = capsys.readouterr().err
+    assert f"the test split would be empty (test: all {len(tree.test)} listed images are missing" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih"]
+
+
+def test_non_square_source_keeps_its_aspect_ratio(make_nih_tree, tmp_path: Path) -> None:
+    tree = make_nih_tree(layout="flat")
+    wide = tree.root / "images" / tree.test[0]
+    Image.fromarray(np.tile(np.arange(96, dtype=np.uint8), (48, 1)), mode="L").save(wide)  # 96 x 48
+    convert(tree.root, tmp_path / "out", image_size=16, num_proc=1)
+    test = datasets.load_from_disk(str(tmp_path / "out"))["test"]
+    sizes = dict(zip(test["image_id"], (image.size for image in test["image"]), strict=True))
+    assert sizes[tree.test[0]] == (32, 16)
+    assert {size for name, size in sizes.items() if name != tree.test[0]} == {(16, 16)}
+
+
+def test_bad_image_with_two_processes_is_still_one_clear_error(make_nih_tree, tmp_path: Path, capsys) -> None:
+    tree = make_nih_tree()
+    broken = next(tree.root.glob("images_002/images/*.png"))
+    synthetic.truncate_file(broken)
+    assert run_convert(tree.root, tmp_path / "out", "--num-proc", "2") == 2
+    err = capsys.readouterr().err
+    last_line = re.split(r"[\r\n]+", err.strip())[-1]
+    assert last_line.startswith("error: ") and f"{broken.name}: not a readable or complete image" in last_line
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_convert_does_not_import_torch() -> None:
+    """`chestxray convert` needs no deep-learning library: importing torch costs seconds and ~850 MiB."""
+    code = "import sys, pipeline.cli, pipeline.convert; print(sorted({'torch', 'timm'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]"
 
 
 def test_failure_mid_way_leaves_nothing_loadable(make_nih_tree, tmp_path: Path) -> None:
@@ -210,13 +325,33 @@ def test_push_offline_fails_with_one_line(make_nih_tree, tmp_path: Path) -> None
     tree = make_nih_tree()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "convert", "--nih-root", str(tree.root), "--output",
-         str(tmp_path / "out"), "--num-proc", "1", "--image-size", "8", "--push-to-hub", "someone/nih"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "convert",
+            "--nih-root",
+            str(tree.root),
+            "--output",
+            str(tmp_path / "out"),
+            "--num-proc",
+            "1",
+            "--image-size",
+            "8",
+            "--push-to-hub",
+            "someone/nih",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: upload to someone/nih failed: the Hub is not reachable in offline mode "
-                      "(HF_HUB_OFFLINE=1); unset it to upload"]
+    assert errors == [
+        "error: upload to someone/nih failed: the Hub is not reachable in offline mode "
+        "(HF_HUB_OFFLINE=1); unset it to upload"
+    ]
     assert "Traceback" not in result.stderr
     assert datasets.load_from_disk(str(tmp_path / "out"))["test"].num_rows == len(tree.test)

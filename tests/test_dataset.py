@@ -6,12 +6,13 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 from huggingface_hub.errors import OfflineModeIsEnabled
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from pipeline import cards, dataset
+from pipeline import cards, dataset, nih
 from pipeline.hub import describe_hub_error
 from pipeline.labels import FINDINGS, NO_FINDING
 
@@ -85,8 +86,12 @@ def test_dataset_card(tiny: datasets.DatasetDict) -> None:
     counts = cards.label_counts(tiny)
     row = "| Hernia | " + " | ".join(str(counts["Hernia"][s]) for s in tiny) + " |"
     assert row in text
+    assert "`test` is exactly NIH's official `test_list.txt`" in text and "--allow-missing" not in text
     local = str(cards.render_dataset_card(tiny, "x.csv", options))
     assert "load_from_disk" in local
+    partial = " ".join(str(cards.render_dataset_card(tiny, "x.csv", options, missing={"train": 4, "test": 0})).split())
+    assert "4 images named by the split lists were missing on disk" in partial and "(train: 4)" in partial
+    assert "`test` is exactly NIH's official" in partial and "not** the complete" not in partial
 
 
 @pytest.mark.parametrize(("rows", "tag"), [(999, "n<1K"), (1000, "1K<n<10K"), (112_120, "100K<n<1M")])
@@ -104,10 +109,42 @@ def test_push_sends_card_before_data(tiny: datasets.DatasetDict, monkeypatch: py
     """The card goes first so that DatasetDict.push_to_hub merges its metadata into it, not the reverse."""
     calls = []
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: calls.append(("repo", kw)))
-    monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub",
-                        lambda self, repo_id, **kw: calls.append(("card", str(self))))
+    monkeypatch.setattr(
+        "huggingface_hub.DatasetCard.push_to_hub", lambda self, repo_id, **kw: calls.append(("card", str(self)))
+    )
     monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", lambda self, repo_id, **kw: calls.append(("data", kw)))
     dataset.push_dataset_dict(tiny, "someone/nih", "---\nlicense: other\n---\n# card", private=True)
     assert [name for name, _ in calls] == ["repo", "card", "data"]
     assert calls[0][1]["repo_type"] == "dataset" and calls[2][1]["private"] is True
     assert "# card" in calls[1][1]
+
+
+def test_map_writes_images_in_small_batches(make_nih_tree, tmp_path: Path) -> None:
+    """The converted split's Arrow file holds record batches of at most `IMAGES_PER_WRITE` (100) rows: memory
+    per worker is bounded by 100 images, not by datasets' default of 1,000."""
+    tree = make_nih_tree(n_images=230, image_size=8, modes=("L",))
+    source = nih.load_source(tree.root)
+    names = [*source.train_val, *source.test]
+    split = dataset.build_split(source, names, 0, None, tmp_path / "all.arrow", "train")
+    with pa.memory_map(split.cache_files[0]["filename"]) as handle:
+        batch_rows = [batch.num_rows for batch in pa.ipc.open_stream(handle)]
+    assert sum(batch_rows) == len(names) == 230
+    assert max(batch_rows) == dataset.IMAGES_PER_WRITE == 100
+
+
+@pytest.mark.parametrize("name", ["./outputs/nih", "/no/such/folder", "~/nope", "a/b/c", "outputs_typo/nih"])
+def test_mistyped_local_dataset_path_says_no_such_folder(name: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs_typo").mkdir()
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("asked the Hub for a local path"))
+    with pytest.raises(FileNotFoundError, match=f"{name}: no such folder"):
+        dataset.load_dataset_dict(name)
+
+
+def test_hub_id_still_goes_to_the_hub(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name: calls.append(name))
+    dataset.load_dataset_dict("someone/nih-cxr14")
+    dataset.load_dataset_dict("nih-cxr14")
+    assert calls == ["someone/nih-cxr14", "nih-cxr14"]

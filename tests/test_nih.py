@@ -24,7 +24,7 @@ def parse_2017_by_hand(path: Path) -> dict[str, tuple[list[str], int, int | None
         fields = line.split(",")
         age_text = fields[4]
         value, unit = int(age_text[:-1]), age_text[-1]
-        years = value if unit == "Y" else 0
+        years = {"Y": value, "M": value // 12, "D": value // 365}[unit]
         findings = [] if fields[1] == "No Finding" else sorted(fields[1].split("|"))
         rows[fields[0]] = (findings, int(fields[3]), None if years > 120 else years)
     return rows
@@ -32,7 +32,17 @@ def parse_2017_by_hand(path: Path) -> dict[str, tuple[list[str], int, int | None
 
 @pytest.mark.parametrize(
     ("text", "years"),
-    [("058Y", 58), ("011M", 0), ("001D", 0), ("65", 65), ("0", 0), ("120", 120), ("148Y", None), ("414Y", None)],
+    [
+        ("058Y", 58),
+        ("011M", 0),
+        ("018M", 1),
+        ("001D", 0),
+        ("65", 65),
+        ("0", 0),
+        ("120", 120),
+        ("148Y", None),
+        ("414Y", None),
+    ],
 )
 def test_parse_age(text: str, years: int | None) -> None:
     assert nih.parse_age(text) == years
@@ -72,14 +82,16 @@ def test_generated_2017_quirks_parse(nih_tree: synthetic.SyntheticTree) -> None:
     expected = parse_2017_by_hand(path)
     records = nih.read_labels_csv(path)
     assert any(age is None for _, _, age in expected.values())
-    assert any(row.age_2017.endswith(("M", "D")) for row in nih_tree.rows)
+    months = [int(row.age_2017[:-1]) for row in nih_tree.rows if row.age_2017.endswith("M")]
+    assert min(months) < 12 <= max(months)  # NIH's 2017 file has both 011M and 013M-023M
+    assert any(row.age_2017.endswith("D") for row in nih_tree.rows)
     assert {k: (sorted(r.findings), r.patient_id, r.age_years) for k, r in records.items()} == expected
 
 
 def test_quoted_bracket_header_and_no_final_newline(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     path.write_text(
-        'Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,'
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
         '"OriginalImage[Width,Height]","OriginalImagePixelSpacing[x,y]"\n'
         "00000001_000.png,Hernia|Mass,2,1,58,M,AP,2500,2048,0.14,0.14"
     )
@@ -91,11 +103,15 @@ def test_quoted_bracket_header_and_no_final_newline(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda p, r: synthetic.replace_in_header(p, "Patient Age", "Age"), r"missing column\(s\) 'Patient Age'"),
-        (lambda p, r: synthetic.replace_in_row(p, r.image_id, f"{r.image_id},", "../x.png,"),
-         r"line 2: image name '\.\./x\.png'"),
+        (
+            lambda p, r: synthetic.replace_in_row(p, r.image_id, f"{r.image_id},", "../x.png,"),
+            r"line 2: image name '\.\./x\.png'",
+        ),
         (lambda p, r: synthetic.duplicate_row(p, r.image_id), r"duplicate image '\d+_000.png' \(first on line 2\)"),
-        (lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.view_position},", ",XX,"),
-         "line 2: View Position 'XX' is not one of PA, AP"),
+        (
+            lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.view_position},", ",XX,"),
+            "line 2: View Position 'XX' is not one of PA, AP",
+        ),
         (lambda p, r: synthetic.replace_in_row(p, r.image_id, ",2500,", ","), "line 2: 10 fields, expected 11"),
         (lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.age_2017},", ",old,"), "line 2: age 'old'"),
     ],
@@ -180,6 +196,25 @@ def test_load_source_cross_checks(make_nih_tree, caplog: pytest.LogCaptureFixtur
         nih.load_source(tree.root)
     (tree.root / nih.TEST_LIST).unlink()
     with pytest.raises(NIHFormatError, match=r"test_list\.txt: split list not found"):
+        nih.load_source(tree.root)
+
+
+def test_patient_in_both_split_lists_is_an_error(make_nih_tree) -> None:
+    """Issue 2: no patient in two splits. A train_val row given a test patient's id must stop the conversion."""
+    tree = make_nih_tree()
+    by_id = {row.image_id: row for row in tree.rows}
+    moved, test_patient = by_id[tree.train_val[0]], by_id[tree.test[0]].patient_id
+    synthetic.replace_in_row(
+        tree.root / synthetic.CSV_2020,
+        moved.image_id,
+        f",{moved.follow_up},{moved.patient_id},",
+        f",{moved.follow_up},{test_patient},",
+    )
+    with pytest.raises(
+        NIHFormatError,
+        match=rf"1 patient\(s\) have images in both .*train_val_list\.txt and "
+        rf".*test_list\.txt, e\.g\. patient {test_patient};",
+    ):
         nih.load_source(tree.root)
 
 
