@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import transformers
 from huggingface_hub import HfApi, ModelCard
+from isolation import run_without_project
 from run_folder_factory import make_run_folder
 
 import pipeline.hub as hub
@@ -229,21 +230,6 @@ def test_unreachable_hub_fails_with_one_line(vit_run):
 
 # A subprocess that cannot import this project: a meta-path finder refuses "pipeline", and the test checks it.
 _LOAD_WITHOUT_PROJECT = """
-import sys
-
-class BlockProject:
-    def find_spec(self, name, path=None, target=None):
-        if name == "pipeline" or name.startswith("pipeline."):
-            raise ImportError(f"{name} is blocked: a published model must not need it")
-
-sys.meta_path.insert(0, BlockProject())
-try:
-    import pipeline
-except ImportError:
-    pass
-else:
-    raise SystemExit("the blocker failed: pipeline is importable")
-
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -262,17 +248,9 @@ for folder, remote in zip(sys.argv[1::2], sys.argv[2::2]):
 
 
 def test_published_folders_load_without_this_project(published, published_cnn, tmp_path):
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     args = [str(published), "local", str(published_cnn), "remote"]
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", _LOAD_WITHOUT_PROJECT, *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    result = run_without_project(_LOAD_WITHOUT_PROJECT, *args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("\n")[:2] == [
         "ViTForImageClassification Pneumothorax",

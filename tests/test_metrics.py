@@ -1,11 +1,9 @@
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from isolation import run_without_project
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from transformers import EvalPrediction
 
@@ -136,14 +134,8 @@ def test_metric_default_names_are_the_project_findings():
 
 # Run in a fresh interpreter where any import of `pipeline` fails, as for someone who copied only the folder.
 _LOAD_WITHOUT_PIPELINE = """
-import importlib.abc, json, sys
+import json
 
-class BlockPipeline(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] == "pipeline":
-            raise ModuleNotFoundError(f"pipeline is blocked in this test: {name}")
-
-sys.meta_path.insert(0, BlockPipeline())
 import evaluate
 import numpy as np
 
@@ -160,16 +152,9 @@ def test_evaluate_module_folder_works_without_the_project(arrays, tmp_path):
     metric_dir = shutil.copytree(EVALUATE_METRIC_DIR, tmp_path / "chestxray14")
     np.savez(tmp_path / "arrays.npz", probs=probs, labels=labels)
     thresholds = dict.fromkeys(NAMES, 0.4)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {"HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     args = [str(tmp_path / "arrays.npz"), str(metric_dir), str(tmp_path / "cache"), json.dumps(thresholds)]
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", _LOAD_WITHOUT_PIPELINE, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = run_without_project(_LOAD_WITHOUT_PIPELINE, *args, cwd=tmp_path, env=env, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     assert results == pytest.approx(compute_metrics(probs, labels, NAMES, thresholds))
