@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -117,6 +118,9 @@ class ChestXrayTrainingArguments(TrainingArguments):
     dataloader_num_workers: int | None = field(
         default=None, metadata={"help": "DataLoader workers per process; default: this process's share of the CPUs."}
     )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pinned host memory for faster copies to the GPU; default: on with a GPU."}
+    )
     dataloader_persistent_workers: bool | None = field(
         default=None, metadata={"help": "Keep workers between epochs; default: on when there are workers."}
     )
@@ -136,6 +140,8 @@ class ChestXrayTrainingArguments(TrainingArguments):
             self.bf16 = not self.use_cpu and bf16_supported()
         if self.dataloader_num_workers is None:
             self.dataloader_num_workers = default_num_workers()
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = not self.use_cpu and torch.cuda.is_available()
         if self.dataloader_persistent_workers is None:
             self.dataloader_persistent_workers = self.dataloader_num_workers > 0
         if self.push_to_hub and not self.hub_model_id:

@@ -200,7 +200,9 @@ def load_image(source: ImageSource) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name}: not a readable image file (expected PNG, JPEG or DICOM)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: not a readable or complete image file ({exc})") from exc
     try:
         return to_grayscale(image, png_significant_bits(data))

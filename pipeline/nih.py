@@ -91,9 +91,11 @@ def check_image_name(name: str) -> str:
 def find_labels_csv(root: Path, labels_csv: Path | None = None) -> Path:
     """The label CSV to use: `labels_csv` when given, else the v2020 file, else the 2017 file in `root`."""
     if labels_csv is not None:
-        if not Path(labels_csv).is_file():
-            raise NIHFormatError(f"{labels_csv}: label CSV not found")
-        return Path(labels_csv)
+        # A bare name such as "Data_Entry_2017.csv" means the file in the NIH folder.
+        for candidate in (Path(labels_csv), root / labels_csv):
+            if candidate.is_file():
+                return candidate
+        raise NIHFormatError(f"{labels_csv}: label CSV not found (looked here and in {root})")
     for name in LABEL_CSV_NAMES:
         if (root / name).is_file():
             return root / name

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipeline import paper_cnn  # noqa: F401  (registers "paper_cnn", so run folders load without remote code)
+from pipeline.cards import is_hub_id
 from pipeline.hardware import bf16_supported
 from pipeline.images import DICOM_SUFFIXES, ImageDecodeError, load_image, to_grayscale
 from pipeline.labels import NO_FINDING
@@ -251,8 +252,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="Output format (default: table).")
     parser.add_argument("--batch-size", type=int, default=16, help="Images per forward pass (default: 16).")
     parser.add_argument("--revision", help="Branch, tag or commit of a Hub model.")
-    parser.add_argument("--trust-remote-code", action="store_true", help="Allow models with custom code (paper_cnn).")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, … (default: the GPU if there is one).")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Run a model's own code from its folder or repo (the paper's CNN needs none: this package registers it).",
+    )
+    parser.add_argument(
+        "--device", type=device_argument, help="cpu, cuda, cuda:1, … (default: the GPU if there is one)."
+    )
+
+
+def device_argument(value: str) -> torch.device:
+    """`--device`: a torch device this machine has."""
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device (cpu, cuda, cuda:1, …)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r}: no CUDA GPU is available here")
+    return device
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -263,6 +281,9 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"error: --threshold must be between 0 and 1, got {args.threshold}", file=sys.stderr)
         return 2
     files, errors = expand_inputs(args.inputs)
+    if not Path(args.model).exists() and not is_hub_id(args.model):
+        print(f"error: --model {args.model}: no such folder, and not a Hub id (ORG/NAME)", file=sys.stderr)
+        return 1
     try:
         predictor = Predictor.from_pretrained(
             args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, device=args.device

@@ -61,7 +61,10 @@ class StudyConfig:
     def recipe(self, name: str) -> Path:
         path = Path(self.recipes_dir) / f"{name}.yaml"
         if not path.is_file():
-            raise ConfigError(f"study run {name!r}: no recipe {path}")
+            raise ConfigError(
+                f"study run {name!r}: no recipe {path} (recipe names are looked up in recipes_dir, by default "
+                "configs/ beside the study YAML; set recipes_dir: to the folder of the recipe YAMLs)"
+            )
         return path
 
     def run_dir(self, name: str) -> Path:

@@ -22,6 +22,7 @@ from datasets import Dataset
 from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from pipeline.arguments import (
     ChestXrayTrainingArguments,
@@ -45,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the recipes: parse the YAML recipe and flags, train, evaluate, save."""
     try:
         run(*parse_args(list(argv) if argv is not None else None))
-    except (ConfigError, ModelConfigError, FileExistsError, PushError) as error:
+    except (ConfigError, ModelConfigError, PushError, OSError) as error:
+        # OSError: an existing output_dir, a missing dataset folder, a checkpoint the Hub cannot serve.
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -153,6 +155,27 @@ class ChestXrayTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
         self.device_augmentation = device_augmentation
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        if not self._reload_with_key_conversion(resume_from_checkpoint, model or self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if not self._reload_with_key_conversion(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
+
+    def _reload_with_key_conversion(self, checkpoint: str, model: torch.nn.Module) -> bool:
+        """Load a checkpoint's weights as `from_pretrained` does; False where the Trainer's own loader must do it.
+
+        `save_pretrained` writes the Hub's key names, which transformers 5 renames on load for some models (ViT:
+        `encoder.layer.*` → `layers.*`), but the Trainer reloads checkpoints with a raw `load_state_dict`: the
+        renamed layers would silently keep their current weights (huggingface/transformers#48805).
+        """
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not (Path(checkpoint) / SAFE_WEIGHTS_NAME).is_file():
+            return False
+        target = self.accelerator.unwrap_model(model)
+        target.load_state_dict(type(target).from_pretrained(checkpoint).state_dict())  # strict: every key matches
+        return True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.device_augmentation is not None and model.training:

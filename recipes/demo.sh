@@ -24,3 +24,4 @@ else
 fi
 echo "Run folder: $RUN"
 cat "$RUN/test_results.json"
+echo

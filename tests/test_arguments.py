@@ -116,3 +116,8 @@ def test_push_to_hub_needs_a_repo_id(tmp_path):
 def test_losses_are_not_averaged_like_tokens(tmp_path):
     _, _, training = parse_args(["--config", str(base_recipe(tmp_path))])
     assert training.average_tokens_across_devices is False
+
+
+def test_no_pinned_memory_without_a_gpu(tmp_path):
+    _, _, training = parse_args(["--config", str(base_recipe(tmp_path))])
+    assert training.dataloader_pin_memory is False  # use_cpu: pinning would only warn

@@ -69,6 +69,15 @@ def test_sample_images_resized_from_1024(sample_dataset: datasets.DatasetDict, s
     assert np.abs(np.asarray(row["image"]).astype(int) - np.asarray(original)).mean() < 4
 
 
+def test_labels_csv_by_bare_name_is_found_in_the_nih_folder(sample_nih_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the name does not exist here, only in --nih-root
+    assert (
+        run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", "Data_Entry_2017.csv", "--image-size", "16") == 0
+    )
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Data_Entry_2017.csv" in card and "Data_Entry_2017_v2020.csv" not in card
+
+
 def test_sample_with_2017_csv(sample_nih_root: Path, tmp_path: Path) -> None:
     """The 2017 file (CRLF, 058Y ages, zero padding) converts; rows equal a plain string parse of it."""
     csv = sample_nih_root / "Data_Entry_2017.csv"

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from datasets import load_from_disk
+from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForImageClassification, TrainerCallback
 
@@ -236,3 +237,53 @@ def test_learns_with_augmentation_on_the_device(tiny_dataset_dir, tmp_path):
     """Workers decode only and the batch is augmented in the training step: same learning as the default."""
     run(*parse_args(argv(tiny_dataset_dir, tmp_path / "run", augment_on_device="true")))
     assert json.loads((tmp_path / "run" / "test_results.json").read_text())["test_auroc_mean"] >= 0.9
+
+
+TINY_VIT = {
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+def vit_argv(dataset: Path, output_dir: Path, **overrides) -> list[str]:
+    """A tiny ViT: transformers renames its checkpoint keys on load, which the Trainer's reloads must survive."""
+    return argv(dataset, output_dir, model_type="vit", config_overrides=json.dumps(TINY_VIT), **overrides)
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_best_vit_checkpoint_is_restored_whole(tiny_dataset_dir, tmp_path):
+    """Picking the *worst* validation AUROC makes the first checkpoint the best, so the final model must equal
+    checkpoint 1 in every tensor, encoder layers included, and differ from the last checkpoint."""
+    output_dir = tmp_path / "run"
+    run(*parse_args(vit_argv(tiny_dataset_dir, output_dir, num_train_epochs=3, greater_is_better="false")))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    # save_total_limit=2 keeps the best and the last checkpoint.
+    first, last = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert Path(state["best_model_checkpoint"]).name == first.name
+    final, best = tensors(output_dir), tensors(first)
+    assert final.keys() == best.keys()
+    assert all(torch.equal(final[key], best[key]) for key in final)
+    assert not all(torch.equal(final[key], tensors(last)[key]) for key in final)
+
+
+def test_resumed_vit_run_equals_an_uninterrupted_one(tiny_dataset_dir, tmp_path):
+    flags = vit_argv(tiny_dataset_dir, tmp_path / "whole", num_train_epochs=2, max_train_samples=64)
+    run(*parse_args(flags))
+    interrupted = vit_argv(tiny_dataset_dir, tmp_path / "resumed", num_train_epochs=2, max_train_samples=64)
+    with pytest.raises(Interrupt):
+        run(*parse_args(interrupted), callbacks=[InterruptAfterFirstSave()])
+    run(*parse_args([*interrupted, "--resume_from_checkpoint", "true"]))
+    whole, resumed = tensors(tmp_path / "whole"), tensors(tmp_path / "resumed")
+    assert all(torch.allclose(whole[key], resumed[key]) for key in whole)
+
+
+def test_missing_dataset_is_one_error_line(tmp_path, capsys):
+    assert main(argv(tmp_path / "no_such_dataset", tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no_such_dataset" in err and "Traceback" not in err
