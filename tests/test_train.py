@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,12 @@ def test_push_to_hub_without_token_fails_before_training(tiny_dataset_dir, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_process_distributed_training(tiny_dataset_dir, tmp_path, reference_loss):
     """torchrun with 2 CPU processes (gloo): both train, each test image is predicted exactly once, and the
     saved metrics are those of the saved predictions, at the loss scale of one process."""
@@ -211,7 +218,7 @@ def test_two_process_distributed_training(tiny_dataset_dir, tmp_path, reference_
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(free_port()),
         str(REPO / "recipes" / "convnet.py"),
         *argv(tiny_dataset_dir, output_dir, num_train_epochs=1, learning_rate=1e-6, per_device_train_batch_size=16),
     ]
