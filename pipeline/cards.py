@@ -16,9 +16,10 @@ import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from pipeline import nih
+from pipeline import nih, run_folder
 from pipeline.dataset import finding_names
 from pipeline.labels import FINDINGS, NO_FINDING
+from pipeline.locations import is_hub_id
 
 # hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
 _PACKAGE = Path(__file__).resolve().parent
@@ -164,7 +165,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:
     """`run_config.yaml` of a run folder: the `model`, `data` and `training` sections."""
-    path = Path(run_dir) / "run_config.yaml"
+    path = Path(run_dir) / run_folder.RUN_CONFIG
     if not path.is_file():
         raise RunFolderError(f"{path} not found; is {run_dir} a run folder written by training?")
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -177,9 +178,9 @@ def load_run_config(run_dir: Path) -> dict[str, Any]:
 def load_test_metrics(run_dir: Path) -> dict[str, float]:
     """The `test_*` metrics of a run (test_results.json, else the test_* keys of all_results.json)."""
     run_dir = Path(run_dir)
-    path = run_dir / "test_results.json"
+    path = run_dir / run_folder.TEST_RESULTS
     if not path.is_file():
-        path = run_dir / "all_results.json"
+        path = run_dir / run_folder.ALL_RESULTS
     metrics = {key: value for key, value in read_json(path).items() if key.startswith("test_")}
     missing = [key for key in REQUIRED_TEST_METRICS if key not in metrics]
     if missing:
@@ -191,13 +192,6 @@ def custom_code_files(model_config: dict[str, Any]) -> list[str]:
     """Python files that `auto_map` in a model's config.json points at (custom code for trust_remote_code)."""
     references = model_config.get("auto_map", {}).values()
     return sorted({reference.split("--")[-1].rsplit(".", 1)[0] + ".py" for reference in references})
-
-
-def is_hub_id(name: str | None) -> bool:
-    """Whether `name` reads as a Hub repo id (`org/name`) rather than a local path (which it must not exist as)."""
-    name = str(name or "")
-    looks_like_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    return looks_like_id and not Path(name).exists()
 
 
 def timm_hub_id(architecture: str) -> str | None:
@@ -369,8 +363,8 @@ def render_model_card(
     metrics = load_test_metrics(run_dir)
     model_config = read_json(run_dir / "config.json")
     processor_config = read_json(run_dir / "preprocessor_config.json")
-    thresholds = read_json(run_dir / "thresholds.json") if (run_dir / "thresholds.json").is_file() else {}
-    results = read_json(run_dir / "all_results.json") if (run_dir / "all_results.json").is_file() else {}
+    thresholds = read_json(run_dir / run_folder.THRESHOLDS) if (run_dir / run_folder.THRESHOLDS).is_file() else {}
+    results = read_json(run_dir / run_folder.ALL_RESULTS) if (run_dir / run_folder.ALL_RESULTS).is_file() else {}
     examples = example_images() if examples is None else examples
     dataset_id = dataset_id or hub_dataset_id(run_config)
     code_files = custom_code_files(model_config)
@@ -407,7 +401,7 @@ def render_model_card(
         processor_steps=_processor_steps(processor_config),
         augmentation=_augmentation(run_config["data"]),
         hyperparameters=_hyperparameters(run_config["training"]),
-        num_test_images=_count_rows(run_dir / "test_predictions.csv"),
+        num_test_images=_count_rows(run_dir / run_folder.TEST_PREDICTIONS),
         summary=[
             (label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items() if f"test_{key}" in metrics
         ],

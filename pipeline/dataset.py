@@ -16,6 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from pipeline.images import prepare_png
 from pipeline.labels import FINDINGS, to_multi_hot
+from pipeline.locations import looks_like_local_path
 from pipeline.nih import NIHSource
 
 DEFAULT_IMAGE_SIZE = 256
@@ -45,18 +46,6 @@ def finding_names(dataset: Dataset | DatasetDict) -> list[str]:
     if isinstance(dataset, DatasetDict):
         dataset = next(iter(dataset.values()))
     return list(dataset.features["findings"].feature.names)
-
-
-def looks_like_local_path(name: str) -> bool:
-    """Whether `name` can only mean a folder, not a Hub id (`name` or `org/name`): it starts with `.`, `/` or
-    `~`, has more than two parts or a backslash, or its first part is an existing local folder."""
-    parts = Path(name).parts
-    return (
-        name.startswith((".", "/", "~"))
-        or (os.sep != "/" and os.sep in name)
-        or len(parts) > 2
-        or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
-    )
 
 
 def load_dataset_dict(name_or_path: str | Path) -> DatasetDict:

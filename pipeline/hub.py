@@ -18,6 +18,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
+from pipeline import run_folder
 from pipeline.cards import (
     DEFAULT_LICENSE,
     RunFolderError,
@@ -61,7 +62,13 @@ def describe_hub_error(exc: BaseException) -> str:
 # What a model repo gets from a run folder; checkpoints, optimizer state and predictions stay behind.
 MODEL_FILES = ("config.json", "preprocessor_config.json")
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
-RESULT_FILES = ("thresholds.json", "all_results.json", "eval_results.json", "test_results.json", "run_config.yaml")
+RESULT_FILES = (
+    run_folder.THRESHOLDS,
+    run_folder.ALL_RESULTS,
+    run_folder.EVAL_RESULTS,
+    run_folder.TEST_RESULTS,
+    run_folder.RUN_CONFIG,
+)
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
 
 

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipeline import paper_cnn  # noqa: F401  (registers "paper_cnn", so run folders load without remote code)
-from pipeline.cards import is_hub_id
 from pipeline.hardware import bf16_supported
 from pipeline.images import DICOM_SUFFIXES, ImageDecodeError, load_image, to_grayscale
 from pipeline.labels import NO_FINDING
+from pipeline.locations import is_hub_id
 from pipeline.metrics import DEFAULT_THRESHOLD
+from pipeline.run_folder import THRESHOLDS
 
-THRESHOLDS_FILE = "thresholds.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 FORMATS = ("table", "json", "csv")
 
@@ -42,12 +42,12 @@ def load_thresholds(name_or_dir: str | Path, labels: Sequence[str], **hub_kwargs
     """Per-finding thresholds from thresholds.json in a model folder or Hub repo; None when it has none."""
     folder = Path(name_or_dir)
     if folder.is_dir():
-        path = folder / THRESHOLDS_FILE
+        path = folder / THRESHOLDS
         if not path.is_file():
             return None
     else:
         try:
-            path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS_FILE, **hub_kwargs))
+            path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS, **hub_kwargs))
         except RemoteEntryNotFoundError:
             return None
     thresholds = json.loads(path.read_text(encoding="utf-8"))

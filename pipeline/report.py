@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from pipeline import explain, figures, stats
+from pipeline import explain, figures, run_folder, stats
 from pipeline.cards import REFERENCE_RESULTS, RunFolderError, load_run_config, read_json
 from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.metrics import compute_metrics
@@ -131,10 +131,10 @@ def read_predictions(path: Path, names: Sequence[str]) -> tuple[list[str], np.nd
 def read_run(path: str | Path, names: Sequence[str]) -> Run:
     """Predictions, results, log history and dataset name of one run folder."""
     path = Path(path)
-    ids, probs = read_predictions(path / "test_predictions.csv", names)
-    state_path = path / "trainer_state.json"
+    ids, probs = read_predictions(path / run_folder.TEST_PREDICTIONS, names)
+    state_path = path / run_folder.TRAINER_STATE
     history = read_json(state_path).get("log_history", []) if state_path.is_file() else []
-    return Run(path.resolve().name, path, ids, probs, read_json(path / "all_results.json"), history)
+    return Run(path.resolve().name, path, ids, probs, read_json(path / run_folder.ALL_RESULTS), history)
 
 
 def run_dataset(run_dirs: Sequence[str | Path]) -> str:

@@ -23,7 +23,8 @@ from accelerate import PartialState
 from pipeline.arguments import ConfigError, parse_args
 from pipeline.report import ReportError, write_report
 from pipeline.report import add_arguments as add_report_arguments
-from pipeline.train import RUN_FINISHED_MARKER, run
+from pipeline.run_folder import TEST_RESULTS
+from pipeline.train import run
 
 
 @dataclass
@@ -103,7 +104,7 @@ def train_all(config: StudyConfig) -> list[Path]:
     for name in config.runs:
         config.recipe(name)  # fail on a missing recipe before hours of training, not after
     for name in config.runs:
-        if (config.run_dir(name) / RUN_FINISHED_MARKER).is_file():
+        if (config.run_dir(name) / TEST_RESULTS).is_file():
             print(f"[study] {name}: finished earlier, skipped")
             continue
         print(f"[study] {name}: training")

@@ -24,6 +24,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from pipeline import run_folder
 from pipeline.arguments import (
     ChestXrayTrainingArguments,
     ConfigError,
@@ -38,8 +39,6 @@ from pipeline.hub import PushError, push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
 from pipeline.models import ModelConfigError, build_image_processor, build_model
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
-
-RUN_FINISHED_MARKER = "test_results.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +68,7 @@ def run(
     trainer, splits, processor = build_trainer(model_args, data_args, training_args, callbacks)
     if trainer.is_world_process_zero():
         config = resolved_config(model_args, data_args, training_args)
-        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        (output_dir / run_folder.RUN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     names = finding_names(splits["train"])
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default
@@ -85,10 +84,10 @@ def run(
     validation_probs = predict_split(trainer, splits["validation"], processor, "eval", output_dir)
     thresholds = choose_thresholds(validation_probs, np.asarray(splits["validation"]["labels"]), names)
     if trainer.is_world_process_zero():
-        write_json(output_dir / "thresholds.json", thresholds)
+        write_json(output_dir / run_folder.THRESHOLDS, thresholds)
     trainer.compute_metrics = make_compute_metrics(names, thresholds)
     trainer.save_state()
-    # Test results last: their file marks a finished run (RUN_FINISHED_MARKER).
+    # Test results last: their file marks a finished run (run_folder.TEST_RESULTS).
     predict_split(trainer, splits["test"], processor, "test", output_dir)
     if trainer.is_world_process_zero() and training_args.push_to_hub:
         push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
@@ -262,8 +261,8 @@ def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, outp
     if len(probs) != len(split):
         raise RuntimeError(f"{prefix}: got {len(probs)} predictions for {len(split)} images")
     if trainer.is_world_process_zero():
-        name = "test" if prefix == "test" else "validation"
-        write_predictions(output_dir / f"{name}_predictions.csv", split["image_id"], probs, finding_names(split))
+        name = run_folder.TEST_PREDICTIONS if prefix == "test" else run_folder.VALIDATION_PREDICTIONS
+        write_predictions(output_dir / name, split["image_id"], probs, finding_names(split))
     return probs
 
 

@@ -1,0 +1,24 @@
+"""Where a name points: a local folder, or a repo on the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` can only mean a folder, not a Hub id (`name` or `org/name`): it starts with `.`, `/` or
+    `~`, has more than two parts or a backslash, or its first part is an existing local folder."""
+    parts = Path(name).parts
+    return (
+        name.startswith((".", "/", "~"))
+        or (os.sep != "/" and os.sep in name)
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
+    )
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` reads as a Hub repo id `org/name` rather than a local path (which it must not exist as)."""
+    name = str(name or "")
+    return name.count("/") == 1 and not looks_like_local_path(name) and not Path(name).exists()
