@@ -17,10 +17,11 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from pipeline.errors import UserError
 from pipeline.hardware import bf16_supported
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or flag that cannot describe a run; the message names the key."""
 
 

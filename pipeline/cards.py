@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 
 from pipeline import nih, run_folder
 from pipeline.dataset import finding_names
+from pipeline.errors import UserError
 from pipeline.labels import FINDINGS, NO_FINDING
 from pipeline.locations import is_hub_id
 
@@ -100,7 +101,7 @@ NIH_DATASET_NAME = "NIH ChestX-ray14"
 REQUIRED_TEST_METRICS = ("test_auroc_mean", "test_accuracy", "test_f1_macro")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError, ValueError):
     """A run folder lacks a file or a value that publishing needs; the message names which."""
 
 

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from pipeline.errors import run_main
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("pipeline.convert", "Convert an NIH ChestX-ray14 download into a 🤗 DatasetDict."),
     "push": ("pipeline.hub", "Publish a training run folder to the Hugging Face Hub."),
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == [name]:
             importlib.import_module(module).add_arguments(sub)
     args = parser.parse_args(argv)
-    return importlib.import_module(args._module).run_cli(args) or 0
+    return run_main(lambda: importlib.import_module(args._module).run_cli(args))
 
 
 if __name__ == "__main__":

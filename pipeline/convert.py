@@ -22,6 +22,7 @@ from pipeline.dataset import (
     load_dataset_dict,
     push_dataset_dict,
 )
+from pipeline.errors import UserError
 from pipeline.hub import describe_hub_error
 from pipeline.images import ImageDecodeError
 from pipeline.nih import NIHFormatError, NIHSource, load_source, split_by_patient
@@ -31,7 +32,7 @@ CARD_FILE = "README.md"
 DATASET_DICT_FILE = "dataset_dict.json"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The conversion cannot proceed (missing images, existing output…); the message says what to do."""
 
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
 from pipeline import paper_cnn  # noqa: F401  (registers the paper's CNN, so its run folders load without remote code)
+from pipeline.errors import UserError
 from pipeline.labels import FINDINGS, UnknownFindingError, normalize_finding
 
 # BBox_List_2017.csv coordinates refer to the 1024 × 1024 images of the NIH release.
@@ -24,7 +25,7 @@ NIH_IMAGE_SIZE = 1024
 BBOX_HEADER = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
 
 
-class ExplainError(ValueError):
+class ExplainError(UserError, ValueError):
     """A run folder, image or box file that cannot be explained as asked."""
 
 

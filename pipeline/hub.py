@@ -27,6 +27,7 @@ from pipeline.cards import (
     read_json,
     render_model_card,
 )
+from pipeline.errors import UserError
 
 # Network errors come from the HTTP client huggingface_hub uses (httpx/httpx2), which are not OSErrors.
 _NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3")
@@ -72,7 +73,7 @@ RESULT_FILES = (
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
 
 
-class PushError(RuntimeError):
+class PushError(UserError, RuntimeError):
     """Publishing failed for a reason the user can fix; the message is one line saying which."""
 
 

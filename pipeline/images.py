@@ -22,6 +22,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.errors import UserError
+
 ImageSource = str | Path | BinaryIO | bytes
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # zlib's RLE strategy after PNG's row filters: measured on NIH images at 256 px, ~3x faster to write than
@@ -31,7 +33,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError, ValueError):
     """A file is not a readable image; the message names the file."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pipeline.errors import UserError
+
 # Alphabetical, as NIH lists them. Column i of every `labels` vector, logit i of every model.
 FINDINGS: tuple[str, ...] = (
     "Atelectasis",
@@ -26,7 +28,7 @@ NO_FINDING = "No Finding"
 ALIASES = {"Infiltrate": "Infiltration"}
 
 
-class UnknownFindingError(ValueError):
+class UnknownFindingError(UserError, ValueError):
     """A label string names something that is not one of the 14 findings."""
 
 

@@ -31,6 +31,7 @@ from transformers import (
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pipeline import paper_cnn  # noqa: F401  (registers model_type "paper_cnn" with the Auto classes)
+from pipeline.errors import UserError
 from pipeline.labels import id2label, label2id
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ TIMM_MODEL_TYPE = "timm_wrapper"
 DEFAULT_IMAGE_SIZE = 224
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """A model specification that cannot be built; the message says which field and why."""
 
 

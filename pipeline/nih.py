@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from pipeline.errors import UserError
 from pipeline.labels import UnknownFindingError, parse_findings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ VIEW_POSITIONS = ("PA", "AP")
 _AGE = re.compile(r"^(\d+)([YMD]?)$")
 
 
-class NIHFormatError(ValueError):
+class NIHFormatError(UserError, ValueError):
     """An NIH file does not have the expected format; the message names the file and the line."""
 
 

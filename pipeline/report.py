@@ -22,6 +22,7 @@ from datasets import Dataset
 from pipeline import explain, figures, run_folder, stats
 from pipeline.cards import REFERENCE_RESULTS, RunFolderError, load_run_config, read_json
 from pipeline.dataset import finding_names, load_dataset_dict
+from pipeline.errors import UserError
 from pipeline.metrics import compute_metrics
 
 REPORT_NAME = "report.md"
@@ -48,7 +49,7 @@ PAIRED_NOTE = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Run folders, a dataset or options that cannot make a report."""
 
 
