@@ -271,7 +271,7 @@ def write_predictions(path: Path, image_ids: Sequence[str], probs: np.ndarray, n
         writer = csv.writer(handle)
         writer.writerow(["image_id", *names])
         for image_id, row in zip(image_ids, probs, strict=True):
-            writer.writerow([image_id, *(f"{p:.6g}" for p in row)])
+            writer.writerow([image_id, *map(repr, row.tolist())])  # full float64 precision: round-trips exactly
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -49,3 +49,16 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_nih_tree(root / "nih", n_images=320, image_size=TINY_IMAGE_SIZE, seed=1)
     convert(root / "nih", root / "dataset", image_size=TINY_IMAGE_SIZE, validation_fraction=0.15, num_proc=2)
     return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run folder: the paper's CNN trained 6 epochs on `tiny_dataset_dir` (read only)."""
+    from training import argv
+
+    from pipeline.arguments import parse_args
+    from pipeline.train import run
+
+    output_dir = tmp_path_factory.mktemp("runs") / "paper_cnn"
+    run(*parse_args(argv(tiny_dataset_dir, output_dir)))
+    return output_dir

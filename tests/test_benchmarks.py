@@ -34,6 +34,13 @@ def assert_positive(result: dict, keys: list[str]) -> None:
         assert isinstance(result[key], float | int) and result[key] > 0, key
 
 
+def assert_quotient(result: dict, key: str, numerator: str, denominator: str | float, scale: float = 1.0) -> None:
+    """`result[key]` is numerator / denominator (a key or a number) × scale, up to the script's rounding."""
+    below = result[denominator] if isinstance(denominator, str) else denominator
+    expected = result[numerator] / below * scale
+    assert result[key] == pytest.approx(expected, rel=0.02, abs=2e-3), key
+
+
 def test_train_benchmark_on_generated_data(tmp_path):
     output = tmp_path / "results.jsonl"
     result = train.measure(
@@ -74,7 +81,13 @@ def test_train_benchmark_on_generated_data(tmp_path):
             "train_images",
         ],
     )
-    assert {"pipeline_mfu", "bare_mfu"} <= set(result)
+    assert_quotient(result, "pipeline_vs_bare", "pipeline_img_s", "bare_step_img_s")
+    assert_quotient(result, "pipeline_tflops", "pipeline_img_s", 1.0, scale=result["train_gflops_per_image"] / 1e3)
+    assert_quotient(result, "bare_tflops", "bare_step_img_s", 1.0, scale=result["train_gflops_per_image"] / 1e3)
+    assert_quotient(result, "pipeline_mfu", "pipeline_tflops", 1.0)  # --peak-tflops 1
+    assert_quotient(result, "bare_mfu", "bare_tflops", 1.0)
+    parts = result["imports_s"] + result["build_trainer_s"] + result["train_start_to_first_step_s"]
+    assert result["time_to_first_step_s"] == pytest.approx(parts, abs=0.02)
     assert (tmp_path / "work" / "synthetic_40_64").is_dir()  # --workdir is kept
 
 
@@ -133,6 +146,9 @@ def test_predict_benchmark_against_bare_forward(tmp_path):
     result = predict.measure(["--images", "6", "--batch-size", "3", "--warmup", "1", "--device", "cpu", *TINY])
     assert result["benchmark"] == "predict" and result["images"] == 6 and result["dtype"] == "float32"
     assert_positive(result, ["bare_forward_img_s", "predict_img_s", "predict_vs_bare", "predict_vs_bare_median_batch"])
+    assert_quotient(result, "predict_vs_bare", "predict_img_s", "bare_forward_img_s")
+    median_batch = ("predict_vs_bare_median_batch", "predict_img_s_median_batch", "bare_forward_img_s_median_batch")
+    assert_quotient(result, *median_batch)
 
 
 def test_convert_benchmark_smoke(tmp_path):

@@ -15,9 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 from huggingface_hub import HfApi, ModelCard
 from isolation import run_without_project
+from PIL import Image
 from run_folder_factory import make_run_folder
 
 import pipeline.hub as hub
@@ -103,9 +105,16 @@ def test_a_real_training_run_publishes_a_card_and_a_working_pipeline_model(tiny_
     assert "trained from scratch" in card.text and "paper_cnn.py" in card.text
     assert f"| This model | {metrics['test_auroc_mean']:.3f} |" in card.text
     classifier = transformers.pipeline("image-classification", model=str(out), top_k=14, trust_remote_code=True)
-    scores = classifier(str(out / example_images()[0].repo_path))
-    assert len(scores) == 14 and {score["label"] for score in scores} == set(FINDINGS)
-    assert all(0.0 <= score["score"] <= 1.0 for score in scores)
+    example = out / example_images()[0].repo_path
+    scores = {score["label"]: score["score"] for score in classifier(str(example))}
+    assert set(scores) == set(FINDINGS)
+    # Independent sigmoids of the published model's logits (a softmax would sum to 1 and differ).
+    model = transformers.AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
+    processor = transformers.AutoImageProcessor.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(**processor(Image.open(example).convert("RGB"), return_tensors="pt")).logits[0]
+    expected = torch.sigmoid(logits).tolist()
+    assert [scores[model.config.id2label[i]] for i in range(14)] == pytest.approx(expected, abs=1e-6)
 
 
 def test_dry_run_lists_the_files(vit_run, tmp_path, capsys):

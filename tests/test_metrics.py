@@ -104,6 +104,17 @@ def test_choose_thresholds_maximise_f1(arrays):
     assert tuned > compute_metrics(probs, labels, NAMES)["f1_macro"]
 
 
+
+def test_thresholds_sit_halfway_between_adjacent_scores(arrays):
+    """On a score, a threshold flips its decision when the score is rounded (a 6-digit CSV); between two, not."""
+    probs, labels = arrays
+    thresholds = choose_thresholds(probs, labels, NAMES)
+    for j, name in enumerate(NAMES):
+        scores = np.unique(np.concatenate([[0.0], probs[:, j]]))
+        above = int(np.searchsorted(scores, thresholds[name]))
+        assert 0 < above < len(scores) and thresholds[name] not in scores, name
+        assert thresholds[name] == pytest.approx((scores[above - 1] + scores[above]) / 2, abs=1e-15)
+
 def test_trainer_compute_metrics_applies_sigmoid_to_half_precision_logits(arrays):
     probs, labels = arrays
     logits = np.log(np.clip(probs, 1e-3, 1 - 1e-3) / (1 - np.clip(probs, 1e-3, 1 - 1e-3))).astype(np.float16)

@@ -121,7 +121,11 @@ def _best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     precision, recall = precision[:-1], recall[:-1]
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return float(thresholds[int(np.argmax(f1))])
+    best = int(np.argmax(f1))
+    # Halfway to the next lower score (or to 0), not on a score: the same decisions on these predictions, and
+    # the same again from a copy of them rounded when written (a CSV, a JSON).
+    below = thresholds[best - 1] if best > 0 else 0.0
+    return float((below + thresholds[best]) / 2)
 
 
 def choose_thresholds(
