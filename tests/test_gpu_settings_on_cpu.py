@@ -44,7 +44,7 @@ def test_bf16_and_compile_train_a_complete_run_that_predict_agrees_with(model, t
     test = load_from_disk(str(tiny_dataset_dir))["test"]
     image_ids, probs, _ = read_predictions(run_dir / "test_predictions.csv")
     assert image_ids == test["image_id"]
-    predicted = Predictor.from_pretrained(run_dir, device="cpu").predict(test["image"])
+    predicted = Predictor.from_pretrained(run_dir, device="cpu").predict(list(test["image"]))
     fp32 = np.array([[result["probabilities"][name] for name in FINDINGS] for result in predicted])
     np.testing.assert_allclose(probs, fp32, atol=BF16_ATOL)
     assert not np.allclose(probs, fp32, atol=1e-7)  # the run really computed in bf16

@@ -49,7 +49,7 @@ def test_each_prediction_row_is_the_saved_models_sigmoid_score(trained_run, tiny
     image_ids, probs = predictions(trained_run, split)
     assert image_ids == dataset["image_id"]
     classifier = hf_pipeline("image-classification", model=str(trained_run), device="cpu")
-    outputs = classifier(dataset["image"], top_k=len(FINDINGS))
+    outputs = classifier(list(dataset["image"]), top_k=len(FINDINGS))
     for row, output in enumerate(outputs):
         scores = {entry["label"]: entry["score"] for entry in output}
         np.testing.assert_allclose(probs[row], [scores[name] for name in FINDINGS], atol=1e-5)
