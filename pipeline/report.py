@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from pipeline import explain, figures, run_folder, stats
 from pipeline.cards import REFERENCE_RESULTS, RunFolderError, load_run_config, read_json
@@ -45,7 +46,9 @@ SUMMARY_NOTE = (
 )
 PAIRED_NOTE = (
     "\n\nPaired bootstrap over patients: each resample draws patients with replacement and evaluates both models on "
-    "the same images; the p-value is two-sided (twice the share of resamples on the far side of zero)."
+    "the same images; the p-value is two-sided (twice the share of resamples on the far side of zero). With B "
+    "resamples no p-value below 2/(B + 1) can be shown: \"< 0.002\" (for 1,000) means that bound was reached; "
+    "raise `--bootstrap` to tighten it."
 )
 
 
@@ -195,16 +198,17 @@ def align_predictions(run: Run, test: TestSplit) -> Run:
 
 
 def mean_auroc_intervals(
-    probs: Mapping[str, np.ndarray], labels: np.ndarray, patient_ids: np.ndarray, n_boot: int, seed: int
+    probs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    patient_ids: np.ndarray,
+    n_boot: int,
+    seed: int,
+    progress: tqdm | None = None,
 ) -> tuple[dict[str, stats.Interval], dict[str, np.ndarray]]:
     """Each model's mean AUROC with its 95% interval, and the bootstrap samples behind it. All models see the
     same patient resamples, so their differences are paired."""
-    scores = {model: stats.RankedScores(p, labels) for model, p in probs.items()}
-
-    def statistic(weights: np.ndarray) -> list[float]:
-        return [ranked.mean(weights) for ranked in scores.values()]
-
-    samples = stats.bootstrap_distribution(statistic, patient_ids, n_boot, seed)
+    scores = {model: stats.PatientAUROCs(p, labels, patient_ids) for model, p in probs.items()}
+    samples = stats.bootstrap_mean_aurocs(list(scores.values()), n_boot, seed, progress)
     intervals = {
         model: stats.percentile_interval(ranked.mean(), samples[:, k])
         for k, (model, ranked) in enumerate(scores.items())
@@ -248,19 +252,24 @@ def subgroup_intervals(probs: Mapping[str, np.ndarray], test: TestSplit, n_boot:
     the group), over the findings defined in every such group of the same attribute."""
     masks = subgroup_masks(test)
     sizes = {key: (int(mask.sum()), len(np.unique(test.patient_ids[mask]))) for key, mask in masks.items()}
+    kept = [key for key in masks if sizes[key][1] >= MIN_SUBGROUP_PATIENTS]
     intervals, findings = {}, {}
-    for attribute in dict.fromkeys(attribute for attribute, _ in masks):
-        kept = [key for key in masks if key[0] == attribute and sizes[key][1] >= MIN_SUBGROUP_PATIENTS]
-        if not kept:
-            continue
-        columns = shared_findings(test.labels, [masks[key] for key in kept])
-        findings[attribute] = [test.names[j] for j in columns]
-        for key in kept:
-            mask = masks[key]
-            group = {model: p[mask][:, columns] for model, p in probs.items()}
-            labels = test.labels[mask][:, columns]
-            intervals[key], _ = mean_auroc_intervals(group, labels, test.patient_ids[mask], n_boot, seed)
+    with progress_bar(n_boot * len(kept), "bootstrap: subgroups") as progress:
+        for attribute in dict.fromkeys(attribute for attribute, _ in kept):
+            groups = [key for key in kept if key[0] == attribute]
+            columns = shared_findings(test.labels, [masks[key] for key in groups])
+            findings[attribute] = [test.names[j] for j in columns]
+            for key in groups:
+                mask = masks[key]
+                group = {model: p[mask][:, columns] for model, p in probs.items()}
+                labels = test.labels[mask][:, columns]
+                patients = test.patient_ids[mask]
+                intervals[key], _ = mean_auroc_intervals(group, labels, patients, n_boot, seed, progress)
     return Subgroups(sizes, intervals, findings)
+
+
+def progress_bar(total: int, description: str) -> tqdm:
+    return tqdm(total=total, desc=description, unit="resample", file=sys.stderr, leave=False, mininterval=1.0)
 
 
 def calibration_errors(probs: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
@@ -279,7 +288,8 @@ def evaluate_runs(
     """All numbers of the report: metrics, intervals, paired differences, subgroups, calibration."""
     probs = {run.name: run.probs for run in runs}
     metrics = {name: compute_metrics(p, test.labels, test.names) for name, p in probs.items()}
-    intervals, samples = mean_auroc_intervals(probs, test.labels, test.patient_ids, n_boot, seed)
+    with progress_bar(n_boot, "bootstrap: test split") as progress:
+        intervals, samples = mean_auroc_intervals(probs, test.labels, test.patient_ids, n_boot, seed, progress)
     comparisons = {
         (a, b): stats.paired_difference(intervals[a].estimate, intervals[b].estimate, samples[a], samples[b])
         for a, b in pairs
@@ -399,6 +409,11 @@ def summary_section(table: TableInput, names: Sequence[str]) -> str:
     )
 
 
+def format_p_value(result: stats.PairedDifference) -> str:
+    """The p-value, or "< floor" where no resample fell on the far side of zero (the bootstrap's resolution)."""
+    return f"< {result.p_floor:.2g}" if result.p_value <= result.p_floor else f"{result.p_value:.3g}"
+
+
 def comparison_section(comparisons: Mapping[tuple[str, str], stats.PairedDifference]) -> str:
     """Paired differences in mean AUROC, each with its interval, p-value and a verdict."""
     if not comparisons:
@@ -410,7 +425,7 @@ def comparison_section(comparisons: Mapping[tuple[str, str], stats.PairedDiffere
             verdict = f"{a if diff.estimate > 0 else b} is better"
         else:
             verdict = "no significant difference"
-        rows.append([f"{a} − {b}", format_interval(diff), f"{result.p_value:.3g}", verdict])
+        rows.append([f"{a} − {b}", format_interval(diff), format_p_value(result), verdict])
     return (
         "## Paired comparisons\n\n"
         + markdown_table(["Comparison", "Δ mean AUROC [95% CI]", "p-value", "At the 5% level"], rows)
