@@ -21,6 +21,7 @@ from pipeline.dataset import finding_names
 from pipeline.errors import UserError
 from pipeline.labels import FINDINGS, NO_FINDING
 from pipeline.locations import is_hub_id
+from pipeline.published import REFERENCE_RESULTS
 
 # hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
 _PACKAGE = Path(__file__).resolve().parent
@@ -103,33 +104,6 @@ REQUIRED_TEST_METRICS = ("test_auroc_mean", "test_accuracy", "test_f1_macro")
 
 class RunFolderError(UserError, ValueError):
     """A run folder lacks a file or a value that publishing needs; the message names which."""
-
-
-@dataclass(frozen=True)
-class ReferenceResult:
-    """A published mean AUROC on NIH ChestX-ray14, the test split it was measured on, and where it comes from."""
-
-    model: str
-    mean_auroc: float
-    source: str
-    test_split: str = "official test list"
-
-
-_XIAO_2023 = (
-    "Xiao et al., *Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification*, WACV 2023, "
-    "[arXiv:2210.12843](https://arxiv.org/abs/2210.12843)"
-)
-REFERENCE_RESULTS = (
-    ReferenceResult(
-        "CheXNet (DenseNet-121, ImageNet pre-trained)",
-        0.841,
-        "Rajpurkar et al., *CheXNet*, 2017, [arXiv:1711.05225](https://arxiv.org/abs/1711.05225)",
-        "its own patient-wise random split, **not** the official test list",
-    ),
-    ReferenceResult("DenseNet-121, ImageNet pre-trained", 0.822, _XIAO_2023),
-    ReferenceResult("ViT-S/16, ImageNet pre-trained", 0.796, _XIAO_2023),
-    ReferenceResult("ViT-B/16, MAE pre-trained on chest X-rays", 0.830, _XIAO_2023),
-)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from pipeline import explain, figures, run_folder, stats
-from pipeline.cards import REFERENCE_RESULTS, RunFolderError, load_run_config, read_json
+from pipeline.cards import RunFolderError, load_run_config, read_json
 from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.errors import UserError
 from pipeline.metrics import compute_metrics
+from pipeline.published import OFFICIAL_TEST_IMAGES, PAPER, PAPER_RESULTS, REFERENCE_RESULTS
 
 REPORT_NAME = "report.md"
 DEFAULT_BOOTSTRAP = 1000
@@ -515,24 +516,69 @@ def calibration_section(ece: Mapping[str, Mapping[str, float]], names: Sequence[
     )
 
 
-def references_section(intervals: Mapping[str, stats.Interval], all_negative_accuracy: float) -> str:
-    """Published numbers beside ours, and why the paper's metrics cannot be compared with per-finding AUROC."""
+def test_split_label(n_images: int) -> str:
+    """What this report's test split is, said plainly where it is not NIH's whole official list."""
+    if n_images == OFFICIAL_TEST_IMAGES:
+        return "this dataset's test split (the official list's size)"
+    return f"this dataset's test split: **partial**, {n_images:,} of the {OFFICIAL_TEST_IMAGES:,} official images"
+
+
+def paper_rows(evaluation: Evaluation) -> list[list[str]]:
+    """Each model of the reproduced paper beside the run of its recipe, in the paper's metrics and the field's."""
+    rows = []
+    for paper in PAPER_RESULTS:
+        ours = evaluation.metrics.get(paper.recipe)
+        measured = ["not in this report"] * 3
+        if ours is not None:
+            interval = format_interval(evaluation.intervals[paper.recipe])
+            measured = [f"{ours['accuracy']:.1%}", _number(ours["auroc_micro"]), interval]
+        rows.append(
+            [
+                f"{paper.model}: {paper.description}, {paper.init} init",
+                f"{paper.accuracy * 100:.4g}%",
+                f"{paper.pooled_auc:.2f}",
+                f"`{paper.recipe}`",
+                *measured,
+            ]
+        )
+    return rows
+
+
+def references_section(evaluation: Evaluation, all_negative_accuracy: float, n_test_images: int) -> str:
+    """Published numbers beside ours, in separate columns, and why the paper's metrics are not the field's."""
+    split = test_split_label(n_test_images)
     published = [
         [reference.model, reference.test_split, f"{reference.mean_auroc:.3f}", reference.source]
         for reference in REFERENCE_RESULTS
     ]
     ours = [
-        [f"**{name}** (this report)", "this dataset's test split", format_interval(i), "this report"]
-        for name, i in intervals.items()
+        [f"**{name}** (this report)", split, format_interval(i), "this report"]
+        for name, i in evaluation.intervals.items()
+    ]
+    if n_test_images != OFFICIAL_TEST_IMAGES:  # never a partial split's number beside published ones as if comparable
+        published_table = markdown_table(["Model", "Test split", "Mean AUROC", "Source"], published)
+        ours_table = markdown_table(["Model", "Test split", "Mean AUROC [95% CI]", "Source"], ours)
+        field = published_table + "\n\nThis report's runs, on a test split not comparable with those:\n\n" + ours_table
+    else:
+        field = markdown_table(["Model", "Test split", "Mean AUROC", "Source"], published + ours)
+    paper_header = [
+        "Paper's model",
+        "Paper: accuracy",
+        "Paper: pooled AUC",
+        "Recipe here",
+        "Here: accuracy",
+        "Here: micro AUROC",
+        "Here: mean AUROC [95% CI]",
     ]
     return (
         "## Published reference values\n\n"
-        + markdown_table(["Model", "Test split", "Mean AUROC", "Source"], published + ours)
+        + field
+        + f"\n\n### The reproduced paper\n\n{PAPER}, results table, beside the run of each model's recipe here "
+        + f"({split}; the paper's numbers are on its own split, below):\n\n"
+        + markdown_table(paper_header, paper_rows(evaluation))
         + (
-            "\n\nThe paper we reproduce (arXiv:2406.00237) reports element-wise accuracy and Keras' `AUC` metric "
-            "per model; take its numbers from the results table of arXiv:2406.00237 itself, as they are not "
-            "repeated here. Neither is comparable to the per-finding AUROC above. Element-wise accuracy is "
-            "dominated by negatives: "
+            "\n\nThe paper's two metrics are not the field's, and its numbers cannot be set against the mean "
+            "per-finding AUROC above. Element-wise accuracy is dominated by negatives: "
             f"predicting no finding at all scores about {NIH_ALL_NEGATIVE_ACCURACY:.1%} on ChestX-ray14 "
             f"({all_negative_accuracy:.1%} on this test split), so a useless model looks good. Keras' AUC pools every "
             "(image, finding) pair into one ROC curve (our *micro AUROC*), which rewards ranking common findings above "
@@ -575,7 +621,7 @@ def render_report(
         comparison_section(evaluation.comparisons),
         subgroup_section(evaluation.subgroups, [run.name for run in runs], test.names),
         calibration_section(evaluation.ece, test.names),
-        references_section(evaluation.intervals, all_negative),
+        references_section(evaluation, all_negative, len(test.image_ids)),
         figures_section(figure_paths, output),
     ]
     return "\n\n".join(sections) + "\n"

@@ -9,9 +9,10 @@ from run_folder_factory import tiny_model
 from sklearn.metrics import f1_score, roc_auc_score
 
 from pipeline import explain, figures, report
-from pipeline.cards import REFERENCE_RESULTS
 from pipeline.cli import main
 from pipeline.labels import FINDINGS
+from pipeline.metrics import compute_metrics
+from pipeline.published import PAPER_RESULTS, REFERENCE_RESULTS
 from pipeline.stats import expected_calibration_error
 
 EFFUSION = FINDINGS.index("Effusion")
@@ -72,6 +73,10 @@ def _rows(text: str, heading: str) -> list[dict[str, str]]:
 def _table(text: str, heading: str) -> dict[str, dict[str, str]]:
     """The table under `heading` keyed by its first column."""
     return {next(iter(row.values())): row for row in _rows(text, heading)}
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def _plain(cell: str) -> str:
@@ -229,6 +234,33 @@ def test_references_and_the_papers_metrics(study):
     assert "0.841" in section and "not** the official test list" in section
     assert "2406.00237" in section and "91.6%" in section
     assert f"{np.mean(study['cohort'].labels == 0):.1%}" in section
+    # The generated test split is partial: its runs get their own table, never rows among published numbers.
+    published, ours = section.split("This report's runs, on a test split not comparable with those:", 1)
+    assert "(this report)" not in published and "| **calibrated** (this report) |" in ours
+    assert "**partial**, 600 of the 25,596 official images" in ours
+
+
+def test_the_papers_table_sits_beside_the_run_of_each_recipe(study, tmp_path):
+    """A run named after a recipe is matched with the paper's model of that recipe, in both kinds of metric."""
+    cohort = study["cohort"]
+    run = write_run(tmp_path / "cnn_paper", cohort.image_ids, study["probs"]["calibrated"], study["dataset"])
+    argv = ["compare", str(run), "--output", str(tmp_path / "report"), "--bootstrap", "20", "--explain-images", "0"]
+    assert main(argv) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    after = text.split("### The reproduced paper", 1)[1]
+    lines = [line for line in after.split("\n\n", 3)[2].splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {row["Recipe here"]: row for row in (dict(zip(header, _cells(line), strict=True)) for line in lines[2:])}
+    assert list(rows) == [f"`{paper.recipe}`" for paper in PAPER_RESULTS]
+    cnn = rows["`cnn_paper`"]
+    assert cnn["Paper's model"].startswith("CNN:")
+    assert (cnn["Paper: accuracy"], cnn["Paper: pooled AUC"]) == ("91%", "0.82")
+    metrics = compute_metrics(study["probs"]["calibrated"], cohort.labels, list(FINDINGS))
+    assert cnn["Here: accuracy"] == f"{metrics['accuracy']:.1%}"
+    assert cnn["Here: micro AUROC"] == f"{metrics['auroc_micro']:.3f}"
+    assert cnn["Here: mean AUROC [95% CI]"].startswith(f"{metrics['auroc_mean']:.3f} [")
+    assert rows["`resnet34_scratch`"]["Here: accuracy"] == "not in this report"
+    assert rows["`vit_r50_b16_pretrained`"]["Paper: accuracy"] == "93.9%"
 
 
 def test_existing_report_needs_overwrite(study, capsys):
