@@ -96,15 +96,55 @@ def load_model(run_dir: str | Path, trust_remote_code: bool = False) -> tuple[Pr
         raise ExplainError(
             f"{run_dir}: the model needs the custom code in its folder; read it, then pass --trust-remote-code"
         ) from error
-    if uses_attention(model):
+    if uses_attention(model) and timm_attention_modules(model) is None:
         # SDPA kernels return no attention weights; the eager path does.
         model.set_attn_implementation("eager")
     return model.eval(), processor
 
 
+def timm_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
+    """The attention modules of a timm ViT inside transformers' `TimmWrapper` (None for any other model)."""
+    blocks = getattr(getattr(model, "timm_model", None), "blocks", None)
+    if blocks is None or not all(hasattr(getattr(block, "attn", None), "attn_drop") for block in blocks):
+        return None
+    return [block.attn for block in blocks]
+
+
 def uses_attention(model: PreTrainedModel) -> bool:
     """Whether the model is a transformer whose attention weights rollout can read."""
-    return getattr(model.config, "num_attention_heads", None) is not None
+    return getattr(model.config, "num_attention_heads", None) is not None or timm_attention_modules(model) is not None
+
+
+def attentions_and_grid(
+    model: PreTrainedModel, pixel_values: torch.Tensor
+) -> tuple[Sequence[torch.Tensor], tuple[int, int]]:
+    """Per-layer attention weights (1, heads, tokens, tokens) and the patch grid (rows, columns).
+
+    transformers' ViTs return them (`output_attentions`); timm's fused attention computes no weights, so for a
+    timm ViT the fused path is switched off and the softmax output is read where it enters `attn_drop`. The
+    grid of a hybrid follows its ResNet stem's total stride (16), which timm's patch embedding reports.
+    """
+    size = tuple(pixel_values.shape[-2:])
+    modules = timm_attention_modules(model)
+    if modules is None:
+        with torch.no_grad():
+            attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
+        patch = model.config.patch_size
+        return attentions, (size[0] // patch, size[1] // patch)
+    captured: list[torch.Tensor] = []
+    fused = [module.fused_attn for module in modules]
+    handles = [module.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in modules]
+    try:
+        for module in modules:
+            module.fused_attn = False
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+    finally:
+        for module, was_fused, handle in zip(modules, fused, handles, strict=True):
+            module.fused_attn = was_fused
+            handle.remove()
+    rows, columns = model.timm_model.patch_embed.grid_size
+    return captured, (int(rows), int(columns))
 
 
 def preprocess(image: Image.Image, processor: object) -> torch.Tensor:
@@ -186,14 +226,10 @@ def heatmap(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int
     """The map for one image at input resolution, and the method's name (rollout is not class-specific)."""
     size = tuple(pixel_values.shape[-2:])
     if uses_attention(model):
-        with torch.no_grad():
-            attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
+        attentions, grid = attentions_and_grid(model, pixel_values)
         if not attentions:
             raise ExplainError(f"{type(model).__name__} returned no attention weights")
-        patch = model.config.patch_size
-        return _to_input_size(
-            attention_rollout(attentions, (size[0] // patch, size[1] // patch)), size
-        ), "attention rollout"
+        return _to_input_size(attention_rollout(attentions, grid), size), "attention rollout"
     return _to_input_size(grad_cam(model, pixel_values, class_index), size), "Grad-CAM"
 
 

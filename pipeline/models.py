@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 MULTI_LABEL = "multi_label_classification"
 TIMM_MODEL_TYPE = "timm_wrapper"
+# timm's modules of ViTs with a patch grid and a class token (`explain` reads their attention).
+TIMM_VIT_MODULES = ("vision_transformer", "vision_transformer_hybrid", "deit", "beit", "eva")
 DEFAULT_IMAGE_SIZE = 224
 
 
@@ -115,11 +117,18 @@ def _apply_overrides(config: PreTrainedConfig, overrides: Mapping[str, Any]) -> 
         setattr(config, key, value)
 
 
+def is_timm_vit(architecture: str) -> bool:
+    """A timm Vision Transformer (plain or hybrid): its position embedding is built for an `img_size`."""
+    return timm.models.is_model_in_modules(timm.models.get_arch_name(architecture), TIMM_VIT_MODULES)
+
+
 def _apply_image_size(config: PreTrainedConfig, image_size: int) -> None:
     """Record the input size where the model or its timm processor reads it (CNNs like ResNet do not)."""
     if isinstance(config, TimmWrapperConfig):
         channels = config.pretrained_cfg["input_size"][0]
         config.pretrained_cfg = {**config.pretrained_cfg, "input_size": (channels, image_size, image_size)}
+        if is_timm_vit(config.architecture):  # timm sizes a ViT's position embedding from img_size, not the cfg
+            config.model_args = {**(config.model_args or {}), "img_size": image_size}
     elif hasattr(config, "image_size"):
         config.image_size = image_size
 

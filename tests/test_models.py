@@ -21,6 +21,7 @@ from transformers import (
 )
 from transformers import pipeline as hf_pipeline
 
+from pipeline import explain
 from pipeline.labels import FINDINGS
 from pipeline.models import build_image_processor, build_model, is_convolutional
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
@@ -236,3 +237,42 @@ def test_the_training_arguments_are_a_model_spec():
 
     processor = build_image_processor(ModelArguments(model_type="vit", config_overrides=json.dumps(TINY_VIT)))
     assert processor.size == {"height": 32, "width": 32}
+
+
+HYBRID = "vit_base_r50_s16_224.orig_in21k"
+SAMPLE_PNG = Path(__file__).parents[1] / "pipeline" / "assets" / "nih_sample" / "images" / "00004296_000.png"
+TINY_HYBRID = {"model_args": {"depth": 2, "embed_dim": 96, "num_heads": 2}}  # on the full ResNet-50 v2 stem
+
+
+@pytest.mark.slow
+def test_vit_resnet_hybrid_at_64_px_trains_saves_reloads_and_shows_real_attention(tmp_path):
+    """The paper's ViT-ResNet/16: image_size reaches timm (position embedding for a 4×4 grid at 64 px), the run
+    folder loads as plain transformers and in the 🤗 pipeline, and rollout reads timm's own attention weights."""
+    hybrid = spec(timm_architecture=HYBRID, pretrained=False, image_size=64, config_overrides=TINY_HYBRID)
+    model = build_model(hybrid, names=NAMES)
+    _assert_multi_label_config(model.config)
+    processor = build_image_processor(hybrid)
+    image = Image.open(SAMPLE_PNG)
+    pixels = processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 64, 64)
+    loss = model(pixel_values=pixels, labels=torch.ones(1, len(NAMES))).loss
+    loss.backward()  # trains: every block gets a gradient
+    assert all(p.grad is not None for p in model.timm_model.blocks.parameters())
+    model.eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+        assert torch.allclose(reloaded(pixel_values=pixels).logits, logits, atol=1e-6)
+    scores = hf_pipeline("image-classification", model=str(tmp_path), top_k=len(NAMES))(image)
+    expected = dict(zip(NAMES, torch.sigmoid(logits[0]).tolist(), strict=True))
+    assert {s["label"]: s["score"] for s in scores} == pytest.approx(expected, abs=1e-5)
+
+    attentions, grid = explain.attentions_and_grid(reloaded, pixels)
+    assert grid == (4, 4) and len(attentions) == 2
+    assert all(a.shape == (1, 2, 17, 17) for a in attentions)  # class token + 16 patches, per head
+    assert all(torch.allclose(a.sum(dim=-1), torch.ones(1, 2, 17)) for a in attentions)  # softmax rows
+    assert all(block.attn.fused_attn for block in reloaded.timm_model.blocks)  # switched back on
+    heatmap, method = explain.heatmap(reloaded, pixels, class_index=0)
+    assert method == "attention rollout" and heatmap.shape == (64, 64) and heatmap.max() == pytest.approx(1.0)
