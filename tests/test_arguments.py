@@ -95,7 +95,7 @@ def test_resolved_config_has_three_sections_and_no_token(tmp_path):
 def test_every_shipped_recipe_parses(recipe, tmp_path):
     model, data, _ = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert data.dataset_name_or_path
-    assert model.model_name_or_path or model.model_type
+    assert model.model_name_or_path or model.model_type or model.timm_architecture
 
 
 def test_plateau_scheduler_watches_auroc_rising(tmp_path):
