@@ -8,11 +8,14 @@ existing output is replaced only with `--overwrite`.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
-import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from pipeline.cards import render_dataset_card
 from pipeline.dataset import (
@@ -24,12 +27,17 @@ from pipeline.dataset import (
 )
 from pipeline.errors import UserError
 from pipeline.hub import describe_hub_error
-from pipeline.images import ImageDecodeError
-from pipeline.nih import NIHFormatError, NIHSource, load_source, split_by_patient
+from pipeline.nih import NIHSource, load_source, split_by_patient
+from pipeline.scratch import make_scratch_dir, remove_stale_scratch
+
+logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 # What `DatasetDict.save_to_disk` writes at the top of its folder: marks a folder --overwrite may replace.
 DATASET_DICT_FILE = "dataset_dict.json"
+# --image-size: 0 keeps the source size; below 32 px a chest X-ray is no longer readable, above NIH's 1024 px
+# nothing is gained (images are never enlarged).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 class ConversionError(UserError, ValueError):
@@ -120,6 +128,43 @@ def _move_into_place(built: Path, output: Path, scratch: Path) -> None:
         raise ConversionError(f"cannot move the converted dataset to {output} ({exc}); nothing was changed") from exc
 
 
+def check_image_size(image_size: int) -> int:
+    """`image_size` if it is 0 (keep the source size) or within MIN_IMAGE_SIZE..MAX_IMAGE_SIZE."""
+    if image_size != 0 and not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ConversionError(
+            f"--image-size {image_size}: expected 0 (keep the source size) "
+            f"or {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels"
+        )
+    return image_size
+
+
+def warn_if_mixed_sizes(source: NIHSource, splits: dict[str, list[str]]) -> None:
+    """With `--image-size 0` the images keep their own sizes: say so when the sources differ (PNG headers only)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    for name in (name for names in splits.values() for name in names):
+        try:
+            with Image.open(source.image_files[name]) as image:
+                sizes[image.size] += 1
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue  # the conversion names the unreadable file
+    if len(sizes) > 1:
+        common = ", ".join(f"{width}x{height}: {count}" for (width, height), count in sizes.most_common(3))
+        logger.warning(
+            "--image-size 0 keeps each image's own size, and the sources have %d sizes (%s); the dataset "
+            "will hold images of different sizes (pass --image-size 256, say, for one shorter side)",
+            len(sizes),
+            common,
+        )
+
+
+def _write_failure(exc: OSError, output: Path) -> ConversionError:
+    """A failed write (disk full, permission denied…) as one line; the existing output is unchanged."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return ConversionError(
+        f"cannot write the dataset next to {output}: {exc.strerror or exc}{where}; nothing was changed at {output}"
+    )
+
+
 def convert(
     nih_root: Path,
     output: Path,
@@ -131,21 +176,28 @@ def convert(
     allow_missing: bool = False,
     overwrite: bool = False,
     repo_id: str | None = None,
+    train_val_list: Path | None = None,
+    test_list: Path | None = None,
 ) -> ConversionSummary:
     """Convert the NIH download at `nih_root` into a DatasetDict saved at `output`, with a README card
     (whose usage snippet names `repo_id` when the dataset is going to the Hub)."""
     nih_root, output = Path(nih_root), Path(output)
-    if image_size < 0:
-        raise ConversionError(f"image size {image_size} must be >= 0 (0 keeps the original size)")
+    check_image_size(image_size)
     check_output(output, nih_root, overwrite)
-    source = load_source(nih_root, labels_csv)
+    source = load_source(nih_root, labels_csv, train_val_list, test_list)
     train, validation = split_by_patient(source.train_val, source.records, validation_fraction, seed)
     splits, missing = present_splits(
         source, {"train": train, "validation": validation, "test": source.test}, allow_missing
     )
     check_not_empty(splits, missing)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    if image_size == 0:
+        warn_if_mixed_sizes(source, splits)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch(output)
+        scratch = make_scratch_dir(output)
+    except OSError as exc:
+        raise _write_failure(exc, output) from exc
     try:
         dataset = build_dataset_dict(source, splits, image_size, num_proc or default_num_proc(), scratch / "cache")
         built = scratch / "dataset"
@@ -158,6 +210,8 @@ def convert(
         }
         render_dataset_card(dataset, source.labels_csv.name, options, repo_id, missing).save(built / CARD_FILE)
         _move_into_place(built, output, scratch)
+    except OSError as exc:  # image reads fail as ImageDecodeError: an OSError here is a failed write
+        raise _write_failure(exc, output) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ConversionSummary(output, source.labels_csv, {s: len(n) for s, n in splits.items()}, missing)
@@ -203,14 +257,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels-csv",
         type=Path,
         default=None,
-        help="label CSV to use (default: Data_Entry_2017_v2020.csv, else Data_Entry_2017.csv)",
+        help="label CSV (default: Data_Entry_2017_v2020.csv, else Data_Entry_2017.csv, in --nih-root or one "
+        "folder down); a bare name means the file in --nih-root",
+    )
+    parser.add_argument(
+        "--train-val-list",
+        type=Path,
+        default=None,
+        help="official train/validation list (default: train_val_list.txt in --nih-root or one folder down)",
+    )
+    parser.add_argument(
+        "--test-list",
+        type=Path,
+        default=None,
+        help="official test list (default: test_list.txt in --nih-root or one folder down)",
     )
     parser.add_argument(
         "--image-size",
         type=int,
         default=DEFAULT_IMAGE_SIZE,
-        help="shorter side in pixels (default 256: room for 224 px crops at ~1/16 of the "
-        "decode cost of the 1024 px originals); never enlarges; 0 keeps the original size",
+        help=f"shorter side in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} (default 256: room for 224 px crops at "
+        "~1/16 of the decode cost of the 1024 px originals); never enlarges; 0 keeps the source size",
     )
     parser.add_argument(
         "--validation-fraction",
@@ -243,22 +310,20 @@ def _print_summary(summary: ConversionSummary) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    try:
-        summary = convert(
-            args.nih_root,
-            args.output,
-            labels_csv=args.labels_csv,
-            image_size=args.image_size,
-            validation_fraction=args.validation_fraction,
-            seed=args.seed,
-            num_proc=args.num_proc,
-            allow_missing=args.allow_missing,
-            overwrite=args.overwrite,
-            repo_id=args.push_to_hub,
-        )
-    except (NIHFormatError, ImageDecodeError, ConversionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = convert(
+        args.nih_root,
+        args.output,
+        labels_csv=args.labels_csv,
+        image_size=args.image_size,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        num_proc=args.num_proc,
+        allow_missing=args.allow_missing,
+        overwrite=args.overwrite,
+        repo_id=args.push_to_hub,
+        train_val_list=args.train_val_list,
+        test_list=args.test_list,
+    )
     _print_summary(summary)
     if args.push_to_hub:
         try:

@@ -7,8 +7,12 @@ Images are stored as 8-bit grayscale PNG bytes, by default 256 px on the shorter
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
@@ -37,6 +41,7 @@ FEATURES = Features(
         "follow_up": Value("int32"),
     }
 )
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Before the images are read: the file to read instead of the image.
 _METADATA_FEATURES = Features({"path": Value("string"), **{k: v for k, v in FEATURES.items() if k != "image"}})
 
@@ -84,6 +89,42 @@ def _read_image(example: dict, image_size: int) -> dict:
     return {"image": {"bytes": prepare_png(example["path"], image_size), "path": None}}
 
 
+# While a conversion runs: the pid of the process that is forking, and whether its children die with it.
+_fork_state = {"parent": 0, "die_with_parent": False}
+
+
+def _before_fork() -> None:
+    _fork_state["parent"] = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    """Have the kernel kill this forked child when its parent dies (Linux `PR_SET_PDEATHSIG`).
+
+    `Dataset.map(num_proc)` forks a pool and a manager process that outlive a `kill -9` of the conversion
+    (~130 MB each, for minutes). The setting is not inherited by a child's own children: each fork runs this.
+    """
+    if not _fork_state["die_with_parent"]:
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != _fork_state["parent"]:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+if sys.platform == "linux":
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+@contextlib.contextmanager
+def children_die_with_this_process() -> Iterator[None]:
+    """Within this block, processes forked (by `Dataset.map` and their own forks) die when their parent dies."""
+    previous = _fork_state["die_with_parent"]
+    _fork_state["die_with_parent"] = True
+    try:
+        yield
+    finally:
+        _fork_state["die_with_parent"] = previous
+
+
 def build_split(
     source: NIHSource, names: Sequence[str], image_size: int, num_proc: int | None, cache_file: Path, split: str
 ) -> Dataset:
@@ -111,12 +152,13 @@ def build_dataset_dict(
 ) -> DatasetDict:
     """One `build_split` per split; the Arrow files live in `work_dir` until the caller saves the result."""
     Path(work_dir).mkdir(parents=True, exist_ok=True)
-    return DatasetDict(
-        {
-            split: build_split(source, names, image_size, num_proc, Path(work_dir) / f"{split}.arrow", split)
-            for split, names in splits.items()
-        }
-    )
+    with children_die_with_this_process():
+        return DatasetDict(
+            {
+                split: build_split(source, names, image_size, num_proc, Path(work_dir) / f"{split}.arrow", split)
+                for split, names in splits.items()
+            }
+        )
 
 
 def default_num_proc() -> int:

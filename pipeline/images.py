@@ -204,6 +204,9 @@ def load_image(source: ImageSource) -> Image.Image:
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{name}: not a readable image file (expected PNG, JPEG or DICOM)") from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow's guard against a small file that decodes to gigabytes; its message gives the size.
+        raise ImageDecodeError(f"{name}: not decoded: {exc} (the limit is PIL.Image.MAX_IMAGE_PIXELS)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: not a readable or complete image file ({exc})") from exc
     try:

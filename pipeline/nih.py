@@ -7,6 +7,7 @@ was expected, because a silently mis-parsed row would become a wrong training la
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import random
 import re
@@ -89,18 +90,66 @@ def check_image_name(name: str) -> str:
     return name
 
 
+def _find_file(root: Path, name: str, what: str, flag: str) -> Path | None:
+    """`root/name`, else the one `root/*/name` (a download unpacked with its files in e.g. `metadata/`)."""
+    if (root / name).is_file():
+        return root / name
+    candidates = sorted(path for path in root.glob(f"*/{name}") if path.is_file())
+    if len(candidates) > 1:
+        raise NIHFormatError(
+            f"{root}: {len(candidates)} {what}s named {name}: {', '.join(map(str, candidates))}; pass {flag} to choose"
+        )
+    return candidates[0] if candidates else None
+
+
+def _given_file(root: Path, given: Path, what: str) -> Path:
+    """A file named on the command line; a bare name such as `test_list.txt` means the file in the NIH folder."""
+    for candidate in (Path(given), root / given):
+        if candidate.is_file():
+            return candidate
+    raise NIHFormatError(f"{given}: {what} not found (looked here and in {root})")
+
+
 def find_labels_csv(root: Path, labels_csv: Path | None = None) -> Path:
-    """The label CSV to use: `labels_csv` when given, else the v2020 file, else the 2017 file in `root`."""
+    """The label CSV to use: `labels_csv` when given, else the v2020 file, else the 2017 file, each looked
+    for in `root` and then one folder down."""
     if labels_csv is not None:
-        # A bare name such as "Data_Entry_2017.csv" means the file in the NIH folder.
-        for candidate in (Path(labels_csv), root / labels_csv):
-            if candidate.is_file():
-                return candidate
-        raise NIHFormatError(f"{labels_csv}: label CSV not found (looked here and in {root})")
+        return _given_file(root, labels_csv, "label CSV")
     for name in LABEL_CSV_NAMES:
-        if (root / name).is_file():
-            return root / name
-    raise NIHFormatError(f"{root}: no label CSV; expected {' or '.join(LABEL_CSV_NAMES)} (or pass --labels-csv)")
+        found = _find_file(root, name, "label CSV", "--labels-csv")
+        if found is not None:
+            return found
+    raise NIHFormatError(
+        f"{root}: no label CSV; expected {' or '.join(LABEL_CSV_NAMES)} in it or one folder down (or pass --labels-csv)"
+    )
+
+
+def find_split_list(root: Path, name: str, given: Path | None = None) -> Path:
+    """The split list `name` (`train_val_list.txt`, `test_list.txt`): `given`, else in `root` or one folder down."""
+    if given is not None:
+        return _given_file(root, given, "split list")
+    flag = "--train-val-list" if name == TRAIN_VAL_LIST else "--test-list"
+    found = _find_file(root, name, "split list", flag)
+    if found is None:
+        raise NIHFormatError(f"{root}: no {name} in it or one folder down (or pass {flag})")
+    return found
+
+
+def read_text(path: Path) -> str:
+    """A text file's content (UTF-8, BOM dropped); a non-UTF-8 byte or an unreadable file is one error
+    naming the file, the line and the byte offset."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise NIHFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NIHFormatError(
+            f"{path}, line {line}, byte {exc.start}: {data[exc.start : exc.start + 1]!r} is not UTF-8 "
+            "(NIH's files are ASCII; save the file as UTF-8)"
+        ) from exc
 
 
 def _header_columns(header: list[str]) -> list[tuple[str, int]]:
@@ -166,7 +215,7 @@ def read_labels_csv(path: Path) -> dict[str, Record]:
     path = Path(path)
     records: dict[str, Record] = {}
     lines: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -200,7 +249,7 @@ def read_split_list(path: Path) -> list[str]:
         raise NIHFormatError(f"{path}: split list not found")
     names: list[str] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
@@ -237,26 +286,33 @@ def _check_names_in_csv(names: Iterable[str], records: dict[str, Record], list_p
         )
 
 
-def load_source(root: Path, labels_csv: Path | None = None) -> NIHSource:
-    """Read and cross-check a download: labels, split lists and images must name the same files."""
+def load_source(
+    root: Path, labels_csv: Path | None = None, train_val_list: Path | None = None, test_list: Path | None = None
+) -> NIHSource:
+    """Read and cross-check a download: labels, split lists and images must name the same files.
+
+    Each file not given is looked for in `root`, then one folder down (`metadata/…`) when only one is there.
+    """
     root = Path(root)
     if not root.is_dir():
         raise NIHFormatError(f"{root}: NIH root folder not found")
     csv_path = find_labels_csv(root, labels_csv)
+    train_val_path = find_split_list(root, TRAIN_VAL_LIST, train_val_list)
+    test_path = find_split_list(root, TEST_LIST, test_list)
     records = read_labels_csv(csv_path)
-    train_val = read_split_list(root / TRAIN_VAL_LIST)
-    test = read_split_list(root / TEST_LIST)
-    _check_names_in_csv(train_val, records, root / TRAIN_VAL_LIST, csv_path)
-    _check_names_in_csv(test, records, root / TEST_LIST, csv_path)
+    train_val = read_split_list(train_val_path)
+    test = read_split_list(test_path)
+    _check_names_in_csv(train_val, records, train_val_path, csv_path)
+    _check_names_in_csv(test, records, test_path, csv_path)
     both = set(train_val) & set(test)
     if both:
         raise NIHFormatError(
-            f"{root}: {len(both)} image(s) in both {TRAIN_VAL_LIST} and {TEST_LIST}, e.g. {sorted(both)[:5]}"
+            f"{len(both)} image(s) in both {train_val_path} and {test_path}, e.g. {sorted(both)[:5]}"
         )
     shared = sorted({records[n].patient_id for n in train_val} & {records[n].patient_id for n in test})
     if shared:
         raise NIHFormatError(
-            f"{len(shared)} patient(s) have images in both {root / TRAIN_VAL_LIST} and {root / TEST_LIST}, "
+            f"{len(shared)} patient(s) have images in both {train_val_path} and {test_path}, "
             f"e.g. patient {', '.join(map(str, shared[:5]))}; a patient must be in one split only"
         )
     unlisted = len(records) - len(train_val) - len(test)

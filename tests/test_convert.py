@@ -72,7 +72,7 @@ def test_sample_images_resized_from_1024(sample_dataset: datasets.DatasetDict, s
 def test_labels_csv_by_bare_name_is_found_in_the_nih_folder(sample_nih_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the name does not exist here, only in --nih-root
     assert (
-        run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", "Data_Entry_2017.csv", "--image-size", "16") == 0
+        run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", "Data_Entry_2017.csv", "--image-size", "32") == 0
     )
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Data_Entry_2017.csv" in card and "Data_Entry_2017_v2020.csv" not in card
@@ -81,7 +81,7 @@ def test_labels_csv_by_bare_name_is_found_in_the_nih_folder(sample_nih_root: Pat
 def test_sample_with_2017_csv(sample_nih_root: Path, tmp_path: Path) -> None:
     """The 2017 file (CRLF, 058Y ages, zero padding) converts; rows equal a plain string parse of it."""
     csv = sample_nih_root / "Data_Entry_2017.csv"
-    assert run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", str(csv), "--image-size", "16") == 0
+    assert run_convert(sample_nih_root, tmp_path / "out", "--labels-csv", str(csv), "--image-size", "32") == 0
     expected = parse_2017_by_hand(csv)
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     rows = [row for ds in dd.values() for row in ds.remove_columns("image")]
@@ -118,7 +118,7 @@ def test_split_is_deterministic_and_seeded(make_nih_tree, tmp_path: Path) -> Non
     tree = make_nih_tree(n_images=40)
     ids = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        convert(tree.root, tmp_path / name, image_size=8, validation_fraction=0.3, seed=seed, num_proc=1)
+        convert(tree.root, tmp_path / name, image_size=32, validation_fraction=0.3, seed=seed, num_proc=1)
         ids[name] = datasets.load_from_disk(str(tmp_path / name))["validation"]["image_id"]
     assert ids["a"] == ids["b"] != ids["c"]
 
@@ -200,15 +200,15 @@ def test_unlabelled_image_is_warned_and_skipped(make_nih_tree, tmp_path: Path, c
 
 
 def test_existing_output_needs_overwrite(make_nih_tree, tmp_path: Path, capsys) -> None:
-    tree = make_nih_tree()
+    tree = make_nih_tree(image_size=64)
     output = tmp_path / "out"
     output.mkdir()
     assert run_convert(tree.root, output) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert run_convert(tree.root, output, "--overwrite", "--image-size", "8") == 0  # an empty folder
-    assert run_convert(tree.root, output, "--overwrite", "--image-size", "4") == 0  # an earlier conversion
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "48") == 0  # an empty folder
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "32") == 0  # an earlier conversion
     dd = datasets.load_from_disk(str(output))
-    assert dd["test"]["image_id"] == tree.test and dd["test"][0]["image"].size == (4, 4)
+    assert dd["test"]["image_id"] == tree.test and dd["test"][0]["image"].size == (32, 32)
 
 
 def test_overwrite_never_replaces_other_folders(make_nih_tree, tmp_path: Path, capsys) -> None:
@@ -232,9 +232,9 @@ def test_overwrite_never_replaces_other_folders(make_nih_tree, tmp_path: Path, c
 
 
 def test_failed_final_rename_puts_the_old_output_back(make_nih_tree, tmp_path: Path, monkeypatch, capsys) -> None:
-    tree = make_nih_tree()
+    tree = make_nih_tree(image_size=64)
     output = tmp_path / "out"
-    assert run_convert(tree.root, output, "--image-size", "8") == 0
+    assert run_convert(tree.root, output, "--image-size", "48") == 0
     rename = Path.rename
 
     def failing_rename(self: Path, target):
@@ -243,9 +243,9 @@ def test_failed_final_rename_puts_the_old_output_back(make_nih_tree, tmp_path: P
         return rename(self, target)
 
     monkeypatch.setattr(Path, "rename", failing_rename)
-    assert run_convert(tree.root, output, "--image-size", "4", "--overwrite") == 2
+    assert run_convert(tree.root, output, "--image-size", "32", "--overwrite") == 2
     assert "cannot move the converted dataset to" in capsys.readouterr().err
-    assert datasets.load_from_disk(str(output))["test"][0]["image"].size == (8, 8)
+    assert datasets.load_from_disk(str(output))["test"][0]["image"].size == (48, 48)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
 
 
@@ -283,11 +283,11 @@ def test_non_square_source_keeps_its_aspect_ratio(make_nih_tree, tmp_path: Path)
     tree = make_nih_tree(layout="flat")
     wide = tree.root / "images" / tree.test[0]
     Image.fromarray(np.tile(np.arange(96, dtype=np.uint8), (48, 1)), mode="L").save(wide)  # 96 x 48
-    convert(tree.root, tmp_path / "out", image_size=16, num_proc=1)
+    convert(tree.root, tmp_path / "out", image_size=32, num_proc=1)
     test = datasets.load_from_disk(str(tmp_path / "out"))["test"]
     sizes = dict(zip(test["image_id"], (image.size for image in test["image"]), strict=True))
-    assert sizes[tree.test[0]] == (32, 16)
-    assert {size for name, size in sizes.items() if name != tree.test[0]} == {(16, 16)}
+    assert sizes[tree.test[0]] == (64, 32)
+    assert {size for name, size in sizes.items() if name != tree.test[0]} == {(32, 32)}
 
 
 def test_bad_image_with_two_processes_is_still_one_clear_error(make_nih_tree, tmp_path: Path, capsys) -> None:
@@ -311,12 +311,12 @@ def test_convert_does_not_import_torch() -> None:
 def test_failure_mid_way_leaves_nothing_loadable(make_nih_tree, tmp_path: Path) -> None:
     """The last split's image is broken: train is written by then, yet neither a partial output nor
     scratch folders remain, and an existing output being overwritten stays as it was."""
-    tree = make_nih_tree()
+    tree = make_nih_tree(image_size=64)
     output = tmp_path / "out"
-    assert run_convert(tree.root, output, "--image-size", "8") == 0
+    assert run_convert(tree.root, output, "--image-size", "48") == 0
     before = datasets.load_from_disk(str(output))["train"]["image_id"]
     synthetic.truncate_file(next(p for p in tree.root.glob("images_*/images/*.png") if p.name == tree.test[-1]))
-    assert run_convert(tree.root, output, "--overwrite", "--image-size", "4", "--validation-fraction", "0.5") == 2
+    assert run_convert(tree.root, output, "--overwrite", "--image-size", "32", "--validation-fraction", "0.5") == 2
     assert datasets.load_from_disk(str(output))["train"]["image_id"] == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
     assert run_convert(tree.root, tmp_path / "new") == 2
@@ -325,9 +325,9 @@ def test_failure_mid_way_leaves_nothing_loadable(make_nih_tree, tmp_path: Path) 
 
 def test_readme_card_written_with_the_dataset(make_nih_tree, tmp_path: Path) -> None:
     tree = make_nih_tree()
-    convert(tree.root, tmp_path / "out", image_size=8, num_proc=1)
+    convert(tree.root, tmp_path / "out", image_size=32, num_proc=1)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert card.startswith("---\n") and "ChestXray-NIHCC" in card and "| `image_size` | `8` |" in card
+    assert card.startswith("---\n") and "ChestXray-NIHCC" in card and "| `image_size` | `32` |" in card
 
 
 def test_push_offline_fails_with_one_line(make_nih_tree, tmp_path: Path) -> None:
@@ -346,7 +346,7 @@ def test_push_offline_fails_with_one_line(make_nih_tree, tmp_path: Path) -> None
             "--num-proc",
             "1",
             "--image-size",
-            "8",
+            "32",
             "--push-to-hub",
             "someone/nih",
         ],

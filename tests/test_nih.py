@@ -195,7 +195,7 @@ def test_load_source_cross_checks(make_nih_tree, caplog: pytest.LogCaptureFixtur
     with pytest.raises(NIHFormatError, match="in both"):
         nih.load_source(tree.root)
     (tree.root / nih.TEST_LIST).unlink()
-    with pytest.raises(NIHFormatError, match=r"test_list\.txt: split list not found"):
+    with pytest.raises(NIHFormatError, match=r"no test_list\.txt in it or one folder down"):
         nih.load_source(tree.root)
 
 
