@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -16,7 +20,7 @@ import pytest
 from PIL import Image
 from test_nih import parse_2017_by_hand
 
-from pipeline import synthetic
+from pipeline import scratch, synthetic
 from pipeline.cli import main
 from pipeline.convert import ConversionError, convert
 from pipeline.labels import FINDINGS
@@ -364,3 +368,97 @@ def test_push_offline_fails_with_one_line(make_nih_tree, tmp_path: Path) -> None
     ]
     assert "Traceback" not in result.stderr
     assert datasets.load_from_disk(str(tmp_path / "out"))["test"].num_rows == len(tree.test)
+
+
+SLOW_CONVERT = """
+import sys, time
+from pipeline import dataset
+from pipeline.cli import main
+
+prepare_png = dataset.prepare_png
+dataset.prepare_png = lambda *args: (time.sleep(0.2), prepare_png(*args))[1]  # forked workers inherit it
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc are Linux")
+def test_killed_conversion_leaves_no_worker_and_the_next_run_cleans_up(make_nih_tree, tmp_path: Path) -> None:
+    """SIGKILL mid-conversion with 2 workers: the map's worker and manager processes die with it, and the
+    next run removes the hidden partial folder the killed one left and succeeds."""
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    argv = ["convert", "--nih-root", str(tree.root), "--output", str(output), "--num-proc", "2", "--image-size", "32"]
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CONVERT, *argv], cwd=REPO, stderr=subprocess.DEVNULL)
+    children: set[int] = set()
+    try:
+        for _ in range(600):  # the pool's 2 workers and datasets' manager process
+            children = _children(process.pid)
+            if len(children) >= 3 or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert len(children) >= 3, "the conversion never started its worker processes"
+        process.kill()
+        process.wait(timeout=30)
+        for _ in range(100):
+            if not _alive(children):
+                break
+            time.sleep(0.05)
+        assert not _alive(children), "worker processes outlived the killed conversion"
+    finally:
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
+    partial = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert len(partial) == 1 and not output.exists()
+    assert run_convert(tree.root, output, "--image-size", "32") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
+    assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
+
+
+def _partial(output: Path, suffix: str, owner: dict | None) -> Path:
+    folder = output.parent / f".{output.name}.partial-{suffix}"
+    folder.mkdir()
+    if owner is not None:
+        (folder / scratch.OWNER_FILE).write_text(json.dumps(owner))
+    return folder
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process start times come from /proc")
+def test_only_partial_folders_of_dead_owners_on_this_host_are_removed(make_nih_tree, tmp_path: Path) -> None:
+    """A PID alone is unsafe (reused): the start time must match too. Another host's folder (a shared
+    filesystem), a live conversion's, one without a marker and other outputs' folders are left alone."""
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start_time": scratch.process_start_time(os.getpid())}
+    dead = _partial(output, "dead", {**me, "start_time": me["start_time"] - 1})  # same PID, another process
+    kept = [
+        _partial(output, "live", me),
+        _partial(output, "other-host", {**me, "host": "elsewhere", "start_time": me["start_time"] - 1}),
+        _partial(output, "no-marker", None),
+        _partial(tmp_path / "other", "dead", {**me, "start_time": me["start_time"] - 1}),
+    ]
+    assert run_convert(tree.root, output, "--image-size", "32") == 0
+    assert not dead.exists() and all(folder.is_dir() for folder in kept)
+    assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
