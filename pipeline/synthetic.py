@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +220,14 @@ def duplicate_row(path: Path, image_id: str) -> None:
         return [*lines[:-1], last, row.rstrip("\r\n") + ending]
 
     _rewrite_lines(path, edit)
+
+
+def write_decompression_bomb(path: Path, side: int = 20000) -> None:
+    """A PNG whose header claims `side` x `side` pixels (over Pillow's bomb limit at 20000), in a few bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    rows = zlib.compress(b"\0" * (side + 1) * 4)  # a few rows: Pillow refuses on the header alone
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))

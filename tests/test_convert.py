@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_convert(root: Path, output: Path, *extra: str) -> int:
     return main(["convert", "--nih-root", str(root), "--output", str(output), "--num-proc", "1", *extra])
+
+
+def insert_bytes(path: Path, offset: int, data: bytes) -> None:
+    content = path.read_bytes()
+    path.write_bytes(content[:offset] + data + content[offset:])
 
 
 def read_list(path: Path) -> list[str]:
@@ -166,6 +173,22 @@ def test_split_is_deterministic_and_seeded(make_nih_tree, tmp_path: Path) -> Non
             "7 of 30 images listed in Data_Entry_2017_v2020.csv and the split lists are missing",
         ),
         (lambda t: (t.root / synthetic.CSV_2020).unlink(), "no label CSV"),
+        (
+            lambda t: synthetic.replace_in_row(t.root / synthetic.CSV_2020, t.rows[2].image_id, ",PA,", ",P\u00c4,"),
+            "Data_Entry_2017_v2020.csv, line 4: View Position 'P\u00c4' is not one of PA, AP",
+        ),
+        (  # Latin-1 "é" in the first row, after the 150-byte header line
+            lambda t: insert_bytes(t.root / synthetic.CSV_2020, 150 + 3, b"\xe9"),
+            "Data_Entry_2017_v2020.csv, line 2, byte 153: b'\\xe9' is not UTF-8",
+        ),
+        (  # in the third name: 17 bytes a line
+            lambda t: insert_bytes(t.root / synthetic.TEST_LIST, 2 * 17 + 5, b"\xff"),
+            "test_list.txt, line 3, byte 39: b'\\xff' is not UTF-8",
+        ),
+        (
+            lambda t: synthetic.write_decompression_bomb(next(t.root.glob("images_002/images/*.png"))),
+            "png: not decoded: Image size (400000000 pixels) exceeds limit",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(make_nih_tree, tmp_path: Path, capsys, breakage, message: str) -> None:
@@ -462,3 +485,116 @@ def test_only_partial_folders_of_dead_owners_on_this_host_are_removed(make_nih_t
     assert run_convert(tree.root, output, "--image-size", "32") == 0
     assert not dead.exists() and all(folder.is_dir() for folder in kept)
     assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
+
+
+def _last_error(err: str) -> str:
+    last_line = re.split(r"[\r\n]+", err.strip())[-1]  # after the progress bars, if any
+    assert last_line.startswith("error: ") and "Traceback" not in err
+    return last_line
+
+
+def test_unreadable_label_csv_is_one_line(make_nih_tree, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Tests run as root, where chmod cannot deny a read: EACCES is injected at the read."""
+    tree = make_nih_tree()
+    read_bytes = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self.name == synthetic.CSV_2020:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert run_convert(tree.root, tmp_path / "out") == 2
+    assert _last_error(capsys.readouterr().err).endswith(f"{synthetic.CSV_2020}: cannot read (Permission denied)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih"]
+
+
+def test_output_parent_without_write_permission_is_one_line(make_nih_tree, tmp_path: Path, monkeypatch, capsys):
+    tree = make_nih_tree()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    mkdir = os.mkdir
+
+    def denied(path, *args, **kwargs):
+        if Path(path).parent == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", denied)
+    assert run_convert(tree.root, locked / "out") == 2
+    line = _last_error(capsys.readouterr().err)
+    assert f"cannot write the dataset next to {locked / 'out'}: Permission denied ({locked}/.out.partial-" in line
+    assert list(locked.iterdir()) == []
+
+
+def test_disk_full_while_writing_is_one_line_and_keeps_the_old_output(
+    make_nih_tree, tmp_path: Path, monkeypatch, capsys
+):
+    tree = make_nih_tree()
+    output = tmp_path / "out"
+    assert run_convert(tree.root, output, "--image-size", "32") == 0
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._path)
+
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "_write_table", disk_full)
+    assert run_convert(tree.root, output, "--image-size", "32", "--overwrite") == 2
+    line = _last_error(capsys.readouterr().err)
+    assert f"cannot write the dataset next to {output}: No space left on device (" in line
+    assert line.endswith(f"); nothing was changed at {output}") and "/.out.partial-" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nih", "out"]
+    monkeypatch.undo()
+    assert datasets.load_from_disk(str(output))["test"]["image_id"] == tree.test
+
+
+@pytest.mark.parametrize("size", ["1", "31", "1025", "100000", "-1"])
+def test_image_size_outside_the_range_is_refused(tmp_path: Path, capsys, size: str) -> None:
+    assert run_convert(tmp_path / "nih", tmp_path / "out", "--image-size", size) == 2
+    assert capsys.readouterr().err == (
+        f"error: --image-size {size}: expected 0 (keep the source size) or 32 to 1024 pixels\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_size_0_with_mixed_sources_warns_and_keeps_each_size(make_nih_tree, tmp_path: Path, caplog) -> None:
+    tree = make_nih_tree(layout="flat")
+    Image.new("L", (48, 24)).save(tree.root / "images" / tree.test[0])
+    with caplog.at_level(logging.WARNING, logger="pipeline.convert"):
+        assert run_convert(tree.root, tmp_path / "out", "--image-size", "0") == 0
+    assert "--image-size 0 keeps each image's own size, and the sources have 2 sizes (32x32: 29, 48x24: 1)" in (
+        caplog.text
+    )
+    test = datasets.load_from_disk(str(tmp_path / "out"))["test"]
+    assert {image.size for image in test["image"]} == {(32, 32), (48, 24)}
+
+
+def test_label_files_one_folder_down_are_found(make_nih_tree, tmp_path: Path, capsys) -> None:
+    tree = make_nih_tree()
+    (tree.root / "metadata").mkdir()
+    for name in (synthetic.CSV_2020, synthetic.TRAIN_VAL_LIST, synthetic.TEST_LIST):
+        (tree.root / name).rename(tree.root / "metadata" / name)
+    assert run_convert(tree.root, tmp_path / "out", "--image-size", "32") == 0
+    assert datasets.load_from_disk(str(tmp_path / "out"))["test"]["image_id"] == tree.test
+    (tree.root / "old").mkdir()
+    shutil.copy(tree.root / "metadata" / synthetic.TEST_LIST, tree.root / "old" / synthetic.TEST_LIST)
+    assert run_convert(tree.root, tmp_path / "again") == 2
+    assert _last_error(capsys.readouterr().err) == (
+        f"error: {tree.root}: 2 split lists named test_list.txt: {tree.root}/metadata/test_list.txt, "
+        f"{tree.root}/old/test_list.txt; pass --test-list to choose"
+    )
+    assert not (tmp_path / "again").exists()
+
+
+def test_split_lists_by_option(make_nih_tree, tmp_path: Path, capsys) -> None:
+    """--train-val-list/--test-list take any file; a bare or relative name is looked for in --nih-root too."""
+    tree = make_nih_tree()
+    (tree.root / "lists").mkdir()
+    (tree.root / synthetic.TRAIN_VAL_LIST).rename(tree.root / "lists" / "trainval.txt")
+    (tree.root / synthetic.TEST_LIST).rename(tmp_path / "my_test.txt")
+    assert run_convert(tree.root, tmp_path / "out", "--image-size", "32") == 2
+    assert "no train_val_list.txt in it or one folder down (or pass --train-val-list)" in capsys.readouterr().err
+    flags = ("--train-val-list", "lists/trainval.txt", "--test-list", str(tmp_path / "my_test.txt"))
+    assert run_convert(tree.root, tmp_path / "out", "--image-size", "32", *flags) == 0
+    dd = datasets.load_from_disk(str(tmp_path / "out"))
+    assert dd["test"]["image_id"] == tree.test
+    assert sorted([*dd["train"]["image_id"], *dd["validation"]["image_id"]]) == tree.train_val
