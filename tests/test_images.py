@@ -280,3 +280,12 @@ def test_prepare_png_round_trip_keeps_the_signal() -> None:
     cx, cy = synthetic.signal_center("Hernia")
     array = np.asarray(decoded).astype(int)
     assert array[int(cy * 32), int(cx * 32)] > array.mean() + 50
+
+
+def test_decompression_bomb_is_refused_by_name(tmp_path: Path) -> None:
+    bomb = tmp_path / "huge.png"
+    synthetic.write_decompression_bomb(bomb)
+    assert bomb.stat().st_size < 2_000
+    with pytest.raises(ImageDecodeError, match=r"huge\.png: not decoded: Image size \(400000000 pixels\) exceeds"):
+        images.load_image(bomb)
+

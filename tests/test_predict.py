@@ -15,6 +15,7 @@ from run_folder_factory import SAMPLE_ROOT, make_run_folder
 from test_images import write_dicom
 from transformers import pipeline as hf_pipeline
 
+from pipeline import synthetic
 from pipeline.cli import main
 from pipeline.hub import prepare_dry_run
 from pipeline.images import ImageDecodeError
@@ -147,3 +148,16 @@ def test_cli_bad_device_is_a_usage_error(field_images, capsys):
         main(["predict", "--model", "org/name", "--device", "foo", str(field_images / "gray8.png")])
     assert exit_info.value.code == 2
     assert "'foo' is not a device" in capsys.readouterr().err
+
+
+def test_cli_prints_the_good_rows_beside_a_decompression_bomb(run_dir, field_images, tmp_path, capsys):
+    """A file over Pillow's decompression-bomb limit among good ones: its one error line, every other row."""
+    bomb = tmp_path / "bomb.png"
+    synthetic.write_decompression_bomb(bomb)
+    good = [str(field_images / "gray8.png"), str(field_images / "rgb.png")]
+    code = main(["predict", "--model", str(run_dir), good[0], str(bomb), good[1], "--format", "csv"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [row["image"] for row in csv.DictReader(io.StringIO(captured.out))] == good
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bomb}: not decoded: Image size (400000000 pixels)")
