@@ -6,6 +6,7 @@ was expected, because a silently mis-parsed row would become a wrong training la
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -37,7 +38,7 @@ COLUMNS = {
 }
 SEXES = ("M", "F")
 VIEW_POSITIONS = ("PA", "AP")
-_AGE = re.compile(r"^(\d+)([YMD]?)$")
+_AGE = re.compile(r"^([0-9]+)([YMD]?)$")
 
 
 class NIHFormatError(UserError, ValueError):
@@ -142,14 +143,21 @@ def read_text(path: Path) -> str:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise NIHFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        offset = start + exc.start
+        line = len((data[:offset] + b".").splitlines())  # \n, \r\n and \r end a line, as for the CSV reader
         raise NIHFormatError(
-            f"{path}, line {line}, byte {exc.start}: {data[exc.start : exc.start + 1]!r} is not UTF-8 "
+            f"{path}, line {line}, byte {offset}: {data[offset : offset + 1]!r} is not UTF-8 "
             "(NIH's files are ASCII; save the file as UTF-8)"
         ) from exc
+
+
+def _lines(text: str) -> io.StringIO:
+    """Lines ending in \n, \r\n or \r only (`str.splitlines` would also split at \x85, \u2028…)."""
+    return io.StringIO(text, newline="")
 
 
 def _header_columns(header: list[str]) -> list[tuple[str, int]]:
@@ -197,7 +205,7 @@ def _parse_row(fields: list[str], offsets: dict[str, int]) -> Record:
         if value[column] not in allowed:
             raise ValueError(f"{column} {value[column]!r} is not one of {', '.join(allowed)}")
     for column in ("Patient ID", "Follow-up #"):
-        if not value[column].isdigit():
+        if not (value[column].isascii() and value[column].isdigit()):
             raise ValueError(f"{column} {value[column]!r} is not a whole number")
     return Record(
         image_id=check_image_name(value["Image Index"]),
@@ -215,7 +223,7 @@ def read_labels_csv(path: Path) -> dict[str, Record]:
     path = Path(path)
     records: dict[str, Record] = {}
     lines: dict[str, int] = {}
-    with io.StringIO(read_text(path), newline="") as handle:
+    with _lines(read_text(path)) as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -249,7 +257,7 @@ def read_split_list(path: Path) -> list[str]:
         raise NIHFormatError(f"{path}: split list not found")
     names: list[str] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(_lines(read_text(path)), start=1):
         name = line.strip()
         if not name:
             continue
