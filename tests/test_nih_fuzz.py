@@ -67,14 +67,19 @@ def _line_of(data: bytes, offset: int) -> int:
     return line
 
 
-def _with_bad_byte(draw, case: Case, messy: bool) -> Case:
-    """Maybe insert a byte sequence that is not UTF-8 (after the BOM): then its line is the error, whatever else."""
-    if not messy or draw(st.integers(0, 3)) != 0:
-        return case
-    bom = 3 if case.data.startswith(b"\xef\xbb\xbf") else 0
-    offset = draw(st.integers(bom, len(case.data)))
-    data = case.data[:offset] + draw(st.sampled_from(NOT_UTF8)) + case.data[offset:]
-    return Case(data, None, _line_of(data, offset))
+def _with_bad_byte(draw, data: bytes) -> tuple[bytes, int]:
+    """`data` with a byte sequence that is not UTF-8 inserted (after any BOM), and the line it is on."""
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    offset = draw(st.integers(bom, len(data)))
+    data = data[:offset] + draw(st.sampled_from(NOT_UTF8)) + data[offset:]
+    return data, _line_of(data, offset)
+
+
+def _encode(draw, lines: list[str]) -> bytes:
+    """Lines joined by one of NIH's line endings, maybe a final newline, maybe a UTF-8 BOM."""
+    ending = draw(st.sampled_from(ENDINGS))
+    text = ending.join(lines) + (ending if draw(st.booleans()) else "")
+    return (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + text.encode()
 
 
 def _age_text(draw, csv_format: str) -> tuple[str, int | None]:
@@ -86,104 +91,103 @@ def _age_text(draw, csv_format: str) -> tuple[str, int | None]:
     return f"{value:03d}{unit}", years if years <= 120 else None
 
 
+def _row(draw, csv_format: str, image: str) -> tuple[dict[str, str], nih.Record]:
+    """The values of one valid row (as the file spells them) and the record they mean."""
+    patient, follow_up = int(image[:8]), int(image[9:12])
+    findings = draw(st.lists(st.sampled_from([*FINDINGS, "Infiltrate"]), max_size=4))
+    age_text, years = _age_text(draw, csv_format)
+    sex, view = draw(st.sampled_from("MF")), draw(st.sampled_from(["PA", "AP"]))
+    padded = csv_format == "2017"
+    values = {
+        "Image Index": image,
+        "Finding Labels": "|".join(findings) or "No Finding",
+        "Follow-up #": f"{follow_up:03d}" if padded else str(follow_up),
+        "Patient ID": f"{patient:08d}" if padded else str(patient),
+        "Patient Age": age_text,
+        "Patient Gender": sex,
+        "View Position": view,
+    }
+    if draw(st.integers(0, 5)) == 0:  # spaces around a value are not part of it
+        column = draw(st.sampled_from(COLUMNS))
+        values[column] = f" {values[column]}  "
+    present = {{"Infiltrate": "Infiltration"}.get(name, name) for name in findings}
+    findings_in_order = tuple(name for name in FINDINGS if name in present)
+    return values, nih.Record(image, findings_in_order, patient, years, sex, view, follow_up)
+
+
+IMAGE_NAMES = st.builds(
+    lambda patient, follow_up: f"{patient:08d}_{follow_up:03d}.png", st.integers(1, 30), st.integers(0, 5)
+)
+FAULTS = [None] * 4 + ["value", "shape", "duplicate", "byte", "column"]
+
+
 @st.composite
 def label_csvs(draw) -> Case:
+    """A valid 2017 or 2020 file (columns in any order, blank lines, padding, trailing commas, any line
+    ending, BOM or not), or the same with one fault: a bad value, a row one field short or long, a duplicate
+    image, a byte that is not UTF-8, a renamed column."""
     csv_format = draw(st.sampled_from(["2017", "2020"]))
-    messy = draw(st.booleans())  # else a valid file, in any of the valid shapes
     order = draw(st.permutations(COLUMNS))
-    ending = draw(st.sampled_from(ENDINGS))
+    images = draw(st.lists(IMAGE_NAMES, max_size=10, unique=True))
+    fault = draw(st.sampled_from(FAULTS))
+    faulty_row = draw(st.integers(0, len(images) - 1)) if images and fault in ("value", "shape", "duplicate") else -1
     header = [*order, *TAIL_HEADER] + ([""] if csv_format == "2017" else [])
-    missing_column = messy and draw(st.integers(0, 7)) == 0
-    if missing_column:
+    if fault == "column":
         header[draw(st.integers(0, len(COLUMNS) - 1))] = "Renamed"
     lines, expected, error_line = [",".join(header)], {}, None
-    for _ in range(draw(st.integers(0, 12))):
+    for index, image in enumerate(images):
         if draw(st.integers(0, 9)) == 0:
             lines.append(draw(st.sampled_from(["", " ", ",,,", " , "])))  # blank lines are skipped
-        patient, follow_up = draw(st.integers(1, 20)), draw(st.integers(0, 4))
-        findings = draw(st.lists(st.sampled_from([*FINDINGS, "Infiltrate"]), max_size=4))
-        age_text, years = _age_text(draw, csv_format)
-        sex, view = draw(st.sampled_from("MF")), draw(st.sampled_from(["PA", "AP"]))
-        padded = csv_format == "2017"
-        values = {
-            "Image Index": f"{patient:08d}_{follow_up:03d}.png",
-            "Finding Labels": "|".join(findings) or "No Finding",
-            "Follow-up #": f"{follow_up:03d}" if padded else str(follow_up),
-            "Patient ID": f"{patient:08d}" if padded else str(patient),
-            "Patient Age": age_text,
-            "Patient Gender": sex,
-            "View Position": view,
-        }
-        bad_column = draw(st.sampled_from([*COLUMNS, *[None] * 25])) if messy else None
-        if bad_column is not None:
-            values[bad_column] = draw(st.sampled_from(BAD[bad_column]))
-        if draw(st.integers(0, 5)) == 0:  # spaces around a value are not part of it
-            column = draw(st.sampled_from(COLUMNS))
-            values[column] = f" {values[column]}  "
+        if index == faulty_row and fault == "duplicate" and index > 0:
+            image = images[draw(st.integers(0, index - 1))]
+        values, record = _row(draw, csv_format, image)
         fields = [values[column] for column in order] + TAIL_VALUES
-        shapes = ["ok"] * 3 + ["trailing comma"] + (["one field short", "one field more"] if messy else [])
-        shape = draw(st.sampled_from(shapes))
-        fields = {
-            "ok": fields,
-            "trailing comma": [*fields, ""],
-            "one field short": fields[:-1],
-            "one field more": [*fields, "7"],
-        }[shape]
-        image = values["Image Index"].strip()
-        if image in expected and not messy:
-            continue
+        if draw(st.integers(0, 3)) == 0:
+            fields.append("")  # a trailing comma
+        if index == faulty_row and fault == "value":
+            column = draw(st.sampled_from(COLUMNS))
+            fields[order.index(column)] = draw(st.sampled_from(BAD[column]))
+        if index == faulty_row and fault == "shape":
+            fields = draw(st.sampled_from([fields[: len(COLUMNS) + 3], [*fields, "7"]]))
         lines.append(",".join(fields))
-        bad = bad_column is not None or shape in ("one field short", "one field more") or image in expected
-        if error_line is None and bad:
+        if index == faulty_row and (fault != "duplicate" or index > 0):
             error_line = len(lines)
-        if error_line is None:
-            canonical = {"Infiltrate": "Infiltration"}
-            present = {canonical.get(name, name) for name in findings}
-            expected[image] = nih.Record(
-                image_id=image,
-                findings=tuple(name for name in FINDINGS if name in present),
-                patient_id=patient,
-                age_years=years,
-                sex=sex,
-                view_position=view,
-                follow_up=follow_up,
-            )
-    text = ending.join(lines) + (ending if draw(st.booleans()) else "")
-    data = (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + text.encode()
-    if missing_column:
-        case = Case(data, None, None)
-    else:
-        case = Case(data, expected if error_line is None else None, error_line)
-    return _with_bad_byte(draw, case, messy)
+        expected[image] = record
+    data = _encode(draw, lines)
+    if fault == "byte":
+        data, error_line = _with_bad_byte(draw, data)
+    if fault == "column" or error_line is not None:
+        return Case(data, None, error_line)
+    return Case(data, expected, None)
 
 
 @st.composite
 def split_lists(draw) -> Case:
-    ending = draw(st.sampled_from(ENDINGS))
-    messy = draw(st.booleans())
-    lines, names, error_line = [], [], None
-    for _ in range(draw(st.integers(0, 15))):
-        kind = draw(st.sampled_from(["name"] * 8 + ["blank", "padded"] + (["bad"] if messy else [])))
-        name = f"{draw(st.integers(1, 9)):08d}_{draw(st.integers(0, 2)):03d}.png"
-        if kind == "blank":
+    """A valid list (blank lines, padding, any line ending, BOM or not), or one with a bad name, a
+    duplicate or a byte that is not UTF-8."""
+    names = draw(st.lists(IMAGE_NAMES, max_size=15, unique=True))
+    fault = draw(st.sampled_from([None] * 3 + ["bad name", "duplicate", "byte"]))
+    faulty = draw(st.integers(0, len(names) - 1)) if names and fault in ("bad name", "duplicate") else -1
+    lines, error_line = [], None
+    for index, name in enumerate(names):
+        if draw(st.integers(0, 7)) == 0:
             lines.append(draw(st.sampled_from(["", " ", "\t"])))
-            continue
-        if kind == "bad":
+        if index == faulty and fault == "bad name":
             name = draw(st.sampled_from(BAD_NAMES))
-        elif name in names and not messy:
-            continue
-        lines.append(f"  {name}\t" if kind == "padded" else name)
-        if error_line is None and (kind == "bad" or name in names):
+        if index == faulty and fault == "duplicate" and index > 0:
+            name = names[draw(st.integers(0, index - 1))]
+        lines.append(f"  {name}\t" if draw(st.integers(0, 7)) == 0 else name)
+        if index == faulty and (fault != "duplicate" or index > 0):
             error_line = len(lines)
-        names.append(name)
-    text = ending.join(lines) + (ending if draw(st.booleans()) else "")
-    data = (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + text.encode()
-    return _with_bad_byte(draw, Case(data, names if error_line is None else None, error_line), messy)
+    data = _encode(draw, lines)
+    if fault == "byte":
+        data, error_line = _with_bad_byte(draw, data)
+    return Case(data, None if error_line else names, error_line)
 
 
 def _check(read, case: Case, path: Path) -> None:
     path.write_bytes(case.data)
-    if case.expected is not None and case.error_line is None:
+    if case.expected is not None:
         event(f"exact, {min(len(case.expected), 5)}+ rows")
         assert read(path) == case.expected
         return
