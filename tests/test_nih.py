@@ -48,7 +48,7 @@ def test_parse_age(text: str, years: int | None) -> None:
     assert nih.parse_age(text) == years
 
 
-@pytest.mark.parametrize("text", ["", "abc", "58 years", "-3", "12W"])
+@pytest.mark.parametrize("text", ["", "abc", "58 years", "-3", "12W", "٣٣", "5²"])  # ASCII digits only
 def test_parse_age_rejects_non_ages(text: str) -> None:
     with pytest.raises(ValueError, match="age"):
         nih.parse_age(text)
@@ -114,6 +114,14 @@ def test_quoted_bracket_header_and_no_final_newline(tmp_path: Path) -> None:
         ),
         (lambda p, r: synthetic.replace_in_row(p, r.image_id, ",2500,", ","), "line 2: 10 fields, expected 11"),
         (lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.age_2017},", ",old,"), "line 2: age 'old'"),
+        (  # an Arabic-Indic digit: int() would read it as 3
+            lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.patient_id:08d},", ",\u0663,"),
+            "line 2: Patient ID '\u0663' is not a whole number",
+        ),
+        (
+            lambda p, r: synthetic.replace_in_row(p, r.image_id, f",{r.follow_up:03d},", ",\u00b2,"),
+            "line 2: Follow-up # '\u00b2' is not a whole number",
+        ),
     ],
 )
 def test_bad_csv_names_file_and_line(tmp_path: Path, edit, message: str) -> None:

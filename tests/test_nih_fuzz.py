@@ -19,7 +19,7 @@ from pipeline import nih
 from pipeline.labels import FINDINGS
 
 FUZZ = settings(
-    derandomize=True, max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    derandomize=True, max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 COLUMNS = [
     "Image Index",
@@ -51,6 +51,7 @@ class Case:
     data: bytes
     expected: dict | None  # the records, or None when an error is expected
     error_line: int | None  # the line the error must name (None: the error names no line, e.g. the header)
+    error_byte: int | None = None  # the offset of a byte that is not UTF-8
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -67,12 +68,12 @@ def _line_of(data: bytes, offset: int) -> int:
     return line
 
 
-def _with_bad_byte(draw, data: bytes) -> tuple[bytes, int]:
-    """`data` with a byte sequence that is not UTF-8 inserted (after any BOM), and the line it is on."""
+def _with_bad_byte(draw, data: bytes) -> Case:
+    """`data` (ASCII after any BOM) with a byte sequence that is not UTF-8 inserted after the BOM."""
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     offset = draw(st.integers(bom, len(data)))
     data = data[:offset] + draw(st.sampled_from(NOT_UTF8)) + data[offset:]
-    return data, _line_of(data, offset)
+    return Case(data, None, _line_of(data, offset), offset)
 
 
 def _encode(draw, lines: list[str]) -> bytes:
@@ -155,7 +156,7 @@ def label_csvs(draw) -> Case:
         expected[image] = record
     data = _encode(draw, lines)
     if fault == "byte":
-        data, error_line = _with_bad_byte(draw, data)
+        return _with_bad_byte(draw, data)
     if fault == "column" or error_line is not None:
         return Case(data, None, error_line)
     return Case(data, expected, None)
@@ -181,7 +182,7 @@ def split_lists(draw) -> Case:
             error_line = len(lines)
     data = _encode(draw, lines)
     if fault == "byte":
-        data, error_line = _with_bad_byte(draw, data)
+        return _with_bad_byte(draw, data)
     return Case(data, None if error_line else names, error_line)
 
 
@@ -196,10 +197,10 @@ def _check(read, case: Case, path: Path) -> None:
         read(path)
     message = str(info.value)
     assert "\n" not in message and message.startswith(str(path))
-    if case.error_line is not None:
-        assert message.startswith(f"{path}, line {case.error_line}:") or message.startswith(
-            f"{path}, line {case.error_line}, byte "
-        ), message
+    if case.error_byte is not None:
+        assert message.startswith(f"{path}, line {case.error_line}, byte {case.error_byte}: "), message
+    elif case.error_line is not None:
+        assert message.startswith(f"{path}, line {case.error_line}: "), message
 
 
 @pytest.fixture(scope="module")
