@@ -428,8 +428,9 @@ def _state(pid: int) -> str:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc are Linux")
-def test_killed_conversion_leaves_no_worker_and_the_next_run_cleans_up(make_nih_tree, tmp_path: Path) -> None:
-    """SIGKILL mid-conversion with 2 workers: the map's worker and manager processes die with it, and the
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_conversion_leaves_no_worker_and_the_next_run_cleans_up(make_nih_tree, tmp_path: Path, signum) -> None:
+    """Killed mid-conversion with 2 workers: the map's worker and manager processes die with it, and the
     next run removes the hidden partial folder the killed one left and succeeds."""
     tree = make_nih_tree()
     output = tmp_path / "out"
@@ -443,8 +444,8 @@ def test_killed_conversion_leaves_no_worker_and_the_next_run_cleans_up(make_nih_
                 break
             time.sleep(0.05)
         assert len(children) >= 3, "the conversion never started its worker processes"
-        process.kill()
-        process.wait(timeout=30)
+        process.send_signal(signum)
+        assert process.wait(timeout=30) == -signum
         for _ in range(100):
             if not _alive(children):
                 break
