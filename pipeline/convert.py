@@ -2,7 +2,8 @@
 
 The output appears only when complete: everything is written to a hidden temporary folder next to it and
 renamed at the end, so an interrupted or failed conversion never leaves a loadable half dataset, and an
-existing output is replaced only with `--overwrite`.
+existing output is replaced only with `--overwrite`. A killed conversion's hidden folder is removed by the next
+conversion to the same output once its owner is provably dead (`pipeline.scratch`).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _after_fork_in_child() -> None:
     """
     if not _fork_state["die_with_parent"]:
         return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != _fork_state["parent"]:  # the parent died before prctl took effect
         os._exit(1)
 
