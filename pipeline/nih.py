@@ -314,9 +314,7 @@ def load_source(
     _check_names_in_csv(test, records, test_path, csv_path)
     both = set(train_val) & set(test)
     if both:
-        raise NIHFormatError(
-            f"{len(both)} image(s) in both {train_val_path} and {test_path}, e.g. {sorted(both)[:5]}"
-        )
+        raise NIHFormatError(f"{len(both)} image(s) in both {train_val_path} and {test_path}, e.g. {sorted(both)[:5]}")
     shared = sorted({records[n].patient_id for n in train_val} & {records[n].patient_id for n in test})
     if shared:
         raise NIHFormatError(

@@ -288,4 +288,3 @@ def test_decompression_bomb_is_refused_by_name(tmp_path: Path) -> None:
     assert bomb.stat().st_size < 2_000
     with pytest.raises(ImageDecodeError, match=r"huge\.png: not decoded: Image size \(400000000 pixels\) exceeds"):
         images.load_image(bomb)
-
