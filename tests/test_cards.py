@@ -11,9 +11,10 @@ from huggingface_hub import ModelCard
 from run_folder_factory import BASE_MODEL, DATASET_ID, UNDEFINED_FINDING, make_run_folder
 
 from pipeline.arguments import ModelArguments
-from pipeline.cards import NIH_URL, RunFolderError, example_images, render_model_card
+from pipeline.cards import NIH_URL, example_images, render_model_card
 from pipeline.labels import FINDINGS
 from pipeline.published import REFERENCE_RESULTS
+from pipeline.run_folder import RunFolderError
 
 
 @pytest.fixture(scope="module")

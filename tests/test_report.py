@@ -8,11 +8,13 @@ from report_data import make_cohort, save_dataset, save_model, tiny_resnet, writ
 from run_folder_factory import tiny_model
 from sklearn.metrics import f1_score, roc_auc_score
 
-from pipeline import explain, figures, report
+from pipeline import explain, figures
 from pipeline.cli import main
 from pipeline.labels import FINDINGS
 from pipeline.metrics import compute_metrics
 from pipeline.published import PAPER_RESULTS, REFERENCE_RESULTS
+from pipeline.report import ReportError, markdown, numbers, reading
+from pipeline.report import figures as report_figures
 from pipeline.stats import expected_calibration_error
 
 EFFUSION = FINDINGS.index("Effusion")
@@ -146,9 +148,9 @@ def test_planted_subgroup_gap_is_called_out(study):
     } <= groups
 
 
-def _test_split(labels: np.ndarray, patient_ids: np.ndarray, sex: list[str], age: list[float]) -> report.TestSplit:
+def _test_split(labels: np.ndarray, patient_ids: np.ndarray, sex: list[str], age: list[float]) -> reading.TestSplit:
     n = len(labels)
-    return report.TestSplit(
+    return reading.TestSplit(
         image_ids=[f"{i:08d}.png" for i in range(n)],
         labels=labels,
         patient_ids=patient_ids,
@@ -172,12 +174,12 @@ def test_small_groups_are_not_compared_and_means_share_their_findings():
     young = patient_ids < 2
     probs = np.where(young[:, None], labels, rng.random(labels.shape))
     test = _test_split(labels, patient_ids, ["M" if m else "F" for m in male], [30 if y else 70 for y in young])
-    subgroups = report.subgroup_intervals({"model": probs}, test, n_boot=50, seed=0)
-    text = report.subgroup_section(subgroups, ["model"], test.names)
+    subgroups = numbers.subgroup_intervals({"model": probs}, test, n_boot=50, seed=0)
+    text = markdown.subgroup_section(subgroups, ["model"], test.names)
     row = next(line for line in text.splitlines() if line.startswith("| Age | under 40 |"))
     assert "too few patients" in row and "works better" not in text
     assert subgroups.sizes["Age", "under 40"] == (4, 2) and ("Age", "under 40") not in subgroups.intervals
-    assert f"fewer than {report.MIN_SUBGROUP_PATIENTS} patients" in text
+    assert f"fewer than {numbers.MIN_SUBGROUP_PATIENTS} patients" in text
     shared = [j for j in range(len(FINDINGS)) if j != hernia]
     female = ~male
     expected = np.mean([roc_auc_score(labels[female, j], probs[female, j]) for j in shared])
@@ -212,7 +214,7 @@ def test_planted_miscalibration_is_found(study):
     labels, probs = study["cohort"].labels, study["probs"]["calibrated"]
     table = _table(study["text"], "Can the probabilities be trusted?")
     ece = expected_calibration_error(probs[:, EFFUSION], labels[:, EFFUSION])
-    assert table["calibrated"]["Effusion"] == f"{ece:.3f}" and ece > report.ECE_WARNING
+    assert table["calibrated"]["Effusion"] == f"{ece:.3f}" and ece > numbers.ECE_WARNING
     assert table["calibrated"]["All (pooled)"] == f"{expected_calibration_error(probs, labels):.3f}"
     assert "calibrated / Effusion" in section
     assert not re.search(r"calibrated / (?!Effusion)", section)  # its other findings are calibrated
@@ -321,21 +323,21 @@ def test_missing_inputs_fail_before_any_work(study, capsys):
 
 @pytest.mark.parametrize("pair", ["gap", "gap:gap", "gap:nobody"])
 def test_bad_pairs_are_refused(pair):
-    with pytest.raises(report.ReportError, match="--pair"):
-        report.comparison_pairs(["calibrated", "gap"], None, [pair])
+    with pytest.raises(ReportError, match="--pair"):
+        numbers.comparison_pairs(["calibrated", "gap"], None, [pair])
 
 
 def test_comparison_pairs_default_to_the_first_run_and_deduplicate():
-    assert report.comparison_pairs(["a", "b", "c"]) == [("b", "a"), ("c", "a")]
-    assert report.comparison_pairs(["a", "b", "c"], "b", ["a:b", "c:a"]) == [("a", "b"), ("c", "b"), ("c", "a")]
-    with pytest.raises(report.ReportError, match="--reference"):
-        report.comparison_pairs(["a"], "z")
+    assert numbers.comparison_pairs(["a", "b", "c"]) == [("b", "a"), ("c", "a")]
+    assert numbers.comparison_pairs(["a", "b", "c"], "b", ["a:b", "c:a"]) == [("a", "b"), ("c", "b"), ("c", "a")]
+    with pytest.raises(ReportError, match="--reference"):
+        numbers.comparison_pairs(["a"], "z")
 
 
 def test_best_flags_skip_missing_values():
-    assert report.best_flags([0.5, None, float("nan"), 0.7, 0.7]) == [False, False, False, True, True]
-    assert report.best_flags([3, 1, 2], higher_is_better=False) == [False, True, False]
-    assert report.best_flags([1, 2], higher_is_better=None) == [False, False]
+    assert markdown.best_flags([0.5, None, float("nan"), 0.7, 0.7]) == [False, False, False, True, True]
+    assert markdown.best_flags([3, 1, 2], higher_is_better=False) == [False, True, False]
+    assert markdown.best_flags([1, 2], higher_is_better=None) == [False, False]
 
 
 def test_explanations_of_a_vit_and_a_resnet_with_nih_boxes(tmp_path):
@@ -370,10 +372,10 @@ def test_explanations_of_a_vit_and_a_resnet_with_nih_boxes(tmp_path):
 
 
 def test_explain_targets_put_boxed_images_first_then_positives(study):
-    test = report.load_test_split(str(study["dataset"]))
+    test = reading.load_test_split(str(study["dataset"]))
     test.labels[:3] = 0
     boxes = {test.image_ids[7]: [explain.Box("Mass", 0, 0, 10, 10)]}
-    targets = report.explain_targets(test, boxes, 3)
+    targets = report_figures.explain_targets(test, boxes, 3)
     assert targets[0] == (7, "Mass")
     assert [i for i, _ in targets[1:]] == [3, 4]  # 0–2 have no finding
     assert targets[1][1] == FINDINGS[int(np.flatnonzero(test.labels[3])[0])]
