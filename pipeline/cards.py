@@ -18,7 +18,7 @@ from pipeline.dataset import finding_names
 from pipeline.labels import FINDINGS, NO_FINDING
 from pipeline.locations import is_hub_id
 from pipeline.published import REFERENCE_RESULTS
-from pipeline.run_folder import TEST_PREDICTIONS, RunFolder
+from pipeline.run_folder import RunFolder
 
 # hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
 _PACKAGE = Path(__file__).resolve().parent
@@ -242,14 +242,15 @@ METRIC_LABELS = {
 }
 
 
-def _eval_results(metrics: dict[str, float], dataset_type: str) -> list[EvalResult]:
-    """model-index entries for the official test split: mean AUROC, accuracy, macro F1, AUROC per finding."""
+def _eval_results(metrics: dict[str, float], dataset_type: str, split: str) -> list[EvalResult]:
+    """model-index entries on the test `split` (named as partial where it is): mean AUROC, accuracy, macro F1,
+    AUROC per finding."""
     common = {
         "task_type": "image-classification",
         "task_name": "Multi-label chest X-ray classification",
         "dataset_type": dataset_type,
         "dataset_name": NIH_DATASET_NAME,
-        "dataset_split": "test",
+        "dataset_split": split,
     }
     entries = [
         ("roc_auc", "Mean AUROC", metrics["test_auroc_mean"], None),
@@ -291,6 +292,10 @@ def render_model_card(
     processor_config = run.processor_config()
     thresholds = run.thresholds(FINDINGS) or {}
     results = run.metrics()
+    test_split = run.test_split()
+    complete = test_split is not None and test_split.complete
+    split_text = test_split.describe() if test_split else "size not recorded"
+    split_name = "test" if complete else f"test (partial: {split_text})"  # the model-index never claims the whole list
     examples = example_images() if examples is None else examples
     dataset_id = dataset_id or hub_dataset_id(run_config)
     code_files = custom_code_files(model_config)
@@ -304,7 +309,7 @@ def render_model_card(
         datasets=[dataset_id] if dataset_id else None,
         metrics=["roc_auc", "accuracy", "f1"],
         base_model=base_model(run_config),
-        eval_results=_eval_results(metrics, dataset_id or NIH_DATASET_TYPE),
+        eval_results=_eval_results(metrics, dataset_id or NIH_DATASET_TYPE, split_name),
         # The hosted widget cannot run custom code, so it gets no examples then.
         widget=None if code_files else [{"src": url_prefix + e.repo_path, "example_title": e.title} for e in examples],
     )
@@ -327,7 +332,8 @@ def render_model_card(
         processor_steps=_processor_steps(processor_config),
         augmentation=_augmentation(run_config["data"]),
         hyperparameters=_hyperparameters(run_config["training"]),
-        num_test_images=run.test_split().images if run.has(TEST_PREDICTIONS) else None,
+        test_split=split_text,
+        test_split_complete=complete,
         summary=[
             (label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items() if f"test_{key}" in metrics
         ],

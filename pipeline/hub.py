@@ -62,6 +62,7 @@ RESULT_FILES = (
     run_folder.ALL_RESULTS,
     run_folder.EVAL_RESULTS,
     run_folder.TEST_RESULTS,
+    run_folder.TEST_SPLIT,
     run_folder.RUN_CONFIG,
 )
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"

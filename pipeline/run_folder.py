@@ -58,11 +58,11 @@ class TestSplitRecord:
         return self.max_eval_samples is not None and self.images >= self.max_eval_samples
 
     def describe(self) -> str:
-        """The split in words, e.g. "partial: 12 of the 25,596 official test images (cut by max_eval_samples)"."""
+        """The split in words, e.g. "12 of the 25,596 official test images, cut by max_eval_samples"."""
         if self.complete:
-            return f"the official test list ({self.images:,} images)"
-        cut = " (cut by max_eval_samples)" if self.truncated else ""
-        return f"partial: {self.images:,} of the {self.official_images:,} official test images{cut}"
+            return f"all {self.images:,} official test images"
+        cut = ", cut by max_eval_samples" if self.truncated else ""
+        return f"{self.images:,} of the {self.official_images:,} official test images{cut}"
 
 
 def read_json(path: Path) -> dict[str, Any]:

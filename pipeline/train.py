@@ -34,7 +34,7 @@ from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.hub import PushError, push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
 from pipeline.models import ModelConfigError, build_image_processor, build_model
-from pipeline.run_folder import RunFolder
+from pipeline.run_folder import RunFolder, TestSplitRecord
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 
@@ -66,6 +66,7 @@ def run(
     folder = RunFolder(output_dir)
     if trainer.is_world_process_zero():
         folder.write_config(resolved_config(model_args, data_args, training_args))
+        folder.write_test_split(TestSplitRecord(len(splits["test"]), max_eval_samples=data_args.max_eval_samples))
     names = finding_names(splits["train"])
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default

@@ -38,6 +38,7 @@ SHIPPED_FROM_RUN = {
     "all_results.json",
     "eval_results.json",
     "test_results.json",
+    "test_split.json",
     "run_config.yaml",
 }
 FAKE_TOKEN = "hf_testtokenthatmustneverbewritten"
