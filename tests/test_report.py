@@ -199,6 +199,39 @@ def test_roc_figure_has_a_legend_when_the_first_finding_is_undefined(tmp_path, m
     assert [text.get_text() for text in legend.get_texts()] == ["a", "b"]
 
 
+def test_an_empty_map_is_said_so_not_drawn_as_a_flat_tint(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    image = np.full((16, 16), 128, dtype=np.uint8)
+    panels = [
+        figures.ExplanationPanel(image, np.zeros((16, 16)), "empty"),
+        figures.ExplanationPanel(image, np.eye(16), "map"),
+    ]
+    figures.plot_explanations(panels, tmp_path / "explain.png", "m: Grad-CAM")
+    empty, mapped = drawn[0].axes[:2]
+    assert len(empty.images) == 1 and [t.get_text() for t in empty.texts] == [figures.EMPTY_MAP_NOTE]
+    assert len(mapped.images) == 2 and not mapped.texts
+
+
+def test_compare_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "bootstrap resamples of patients (default: 1000)" in text
+    assert "seed of the bootstrap (default: 0)" in text and "0 for none (default: 4)" in text
+
+
+def test_a_failed_compare_leaves_no_output_folder_behind(tmp_path, capsys):
+    not_a_run = tmp_path / "empty_run"
+    not_a_run.mkdir()
+    (tmp_path / "kept").mkdir()
+    for output in (tmp_path / "new" / "report", tmp_path / "kept" / "report"):
+        assert main(["compare", str(not_a_run), "--output", str(output), "--explain-images", "0"]) == 2
+        assert "run_config.yaml not found" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty_run", "kept"]
+    assert not any((tmp_path / "kept").iterdir())  # the folder the user had stays; only what compare made goes
+
+
 def test_subgroup_estimates_equal_scikit_learn_on_the_subgroup(study):
     rows = _rows(study["text"], "Who the models work for")
     cohort, probs = study["cohort"], study["probs"]["gap"]

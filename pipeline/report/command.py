@@ -7,6 +7,7 @@ matplotlib, which `write_report` imports when it runs.
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -48,12 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="training run folders to compare")
     parser.add_argument("--output", type=Path, required=True, help="folder for report.md and the figures")
     parser.add_argument("--dataset", help="dataset folder or Hub id (default: data.dataset_name_or_path of the runs)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples of patients")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        help="bootstrap resamples of patients (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
     parser.add_argument("--reference", help="run (folder name) the others are compared with (default: the first)")
     parser.add_argument("--pair", action="append", default=[], metavar="A:B", help="also compare run A with run B")
     parser.add_argument(
-        "--explain-images", type=int, default=DEFAULT_EXPLAIN_IMAGES, help="test images to explain (0: none)"
+        "--explain-images",
+        type=int,
+        default=DEFAULT_EXPLAIN_IMAGES,
+        help="test images to explain, 0 for none (default: %(default)s)",
     )
     parser.add_argument("--bbox-csv", type=Path, help="NIH BBox_List_2017.csv, to draw the boxes on explained images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --output")
@@ -82,15 +91,28 @@ def check_options(options: ReportOptions) -> list[str]:
 
 
 def write_report(options: ReportOptions) -> Path:
-    """The whole `compare` command; returns the path of report.md."""
-    from pipeline.report.figures import write_figures
-    from pipeline.report.markdown import header_section, render_report
-    from pipeline.report.numbers import comparison_pairs, evaluate_runs
-    from pipeline.report.reading import align_predictions, load_test_split, read_run, run_dataset
+    """The whole `compare` command; returns the path of report.md. A failed report leaves no folder it created."""
+    from pipeline.report.numbers import comparison_pairs
 
     names = check_options(options)
     pairs = comparison_pairs(names, options.reference, options.pair)
+    # The topmost folder this call creates: removed again if the report fails.
+    created = next((path for path in reversed([options.output, *options.output.parents]) if not path.exists()), None)
     options.output.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_report(options, names, pairs)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _write_report(options: ReportOptions, names: list[str], pairs: list[tuple[str, str]]) -> Path:
+    from pipeline.report.figures import write_figures
+    from pipeline.report.markdown import header_section, render_report
+    from pipeline.report.numbers import evaluate_runs
+    from pipeline.report.reading import align_predictions, load_test_split, read_run, run_dataset
+
     dataset = options.dataset or run_dataset(options.runs)
     test = load_test_split(dataset)
     runs = [align_predictions(read_run(path, test.names), test) for path in options.runs]

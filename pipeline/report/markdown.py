@@ -25,10 +25,9 @@ SUMMARY_NOTE = (
 PAIRED_NOTE = (
     "\n\nPaired bootstrap over patients: each resample draws patients with replacement and evaluates both models on "
     "the same images; the p-value is two-sided (twice the share of resamples on the far side of zero). With B "
-    "resamples no p-value below 2/(B + 1) can be shown: \"< 0.002\" (for 1,000) means that bound was reached; "
+    'resamples no p-value below 2/(B + 1) can be shown: "< 0.002" (for 1,000) means that bound was reached; '
     "raise `--bootstrap` to tighten it."
 )
-
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

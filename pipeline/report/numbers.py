@@ -46,7 +46,6 @@ class Evaluation:
     calibration: dict[str, stats.CalibrationBins]
 
 
-
 def mean_auroc_intervals(
     probs: Mapping[str, np.ndarray],
     labels: np.ndarray,
