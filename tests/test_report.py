@@ -272,7 +272,12 @@ def test_references_and_the_papers_metrics(study):
     # The generated test split is partial: its runs get their own table, never rows among published numbers.
     published, ours = section.split("This report's runs, on a test split not comparable with those:", 1)
     assert "(this report)" not in published and "| **calibrated** (this report) |" in ours
-    assert "**partial**, 600 of the 25,596 official images" in ours
+    assert "**partial**, 600 of the 25,596 official test images" in ours
+    # ... and the report says so from its first line on.
+    assert (
+        "patients (**partial**: 600 of the 25,596 official test images; not comparable"
+        in (study["text"].split("\n\n")[1])
+    )
 
 
 def test_the_papers_table_sits_beside_the_run_of_each_recipe(study, tmp_path):

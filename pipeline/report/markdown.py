@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import stats
-from pipeline.published import OFFICIAL_TEST_IMAGES, PAPER, PAPER_RESULTS, REFERENCE_RESULTS
+from pipeline.published import PAPER, PAPER_RESULTS, REFERENCE_RESULTS
 from pipeline.report.numbers import CALIBRATION_BINS, ECE_WARNING, MIN_SUBGROUP_PATIENTS, Evaluation, Subgroups
 from pipeline.report.reading import Run, TestSplit
+from pipeline.run_folder import TestSplitRecord
 
 NIH_ALL_NEGATIVE_ACCURACY = 0.916
 
@@ -240,9 +241,10 @@ def calibration_section(ece: Mapping[str, Mapping[str, float]], names: Sequence[
 
 def test_split_label(n_images: int) -> str:
     """What this report's test split is, said plainly where it is not NIH's whole official list."""
-    if n_images == OFFICIAL_TEST_IMAGES:
+    record = TestSplitRecord(n_images)
+    if record.complete:
         return "this dataset's test split (the official list's size)"
-    return f"this dataset's test split: **partial**, {n_images:,} of the {OFFICIAL_TEST_IMAGES:,} official images"
+    return f"this dataset's test split: **partial**, {record.describe()}"
 
 
 def paper_rows(evaluation: Evaluation) -> list[list[str]]:
@@ -277,7 +279,9 @@ def references_section(evaluation: Evaluation, all_negative_accuracy: float, n_t
         [f"**{name}** (this report)", split, format_interval(i), "this report"]
         for name, i in evaluation.intervals.items()
     ]
-    if n_test_images != OFFICIAL_TEST_IMAGES:  # never a partial split's number beside published ones as if comparable
+    if not TestSplitRecord(
+        n_test_images
+    ).complete:  # never a partial split's number beside published ones as if comparable
         published_table = markdown_table(["Model", "Test split", "Mean AUROC", "Source"], published)
         ours_table = markdown_table(["Model", "Test split", "Mean AUROC [95% CI]", "Source"], ours)
         field = published_table + "\n\nThis report's runs, on a test split not comparable with those:\n\n" + ours_table
@@ -319,9 +323,12 @@ def figures_section(paths: Mapping[str, Path], output: Path) -> str:
 
 def header_section(runs: Sequence[Run], dataset: str, test: TestSplit, n_boot: int, seed: int) -> str:
     listing = "\n".join(f"- **{run.name}**: `{run.path}`" for run in runs)
+    record = TestSplitRecord(len(test.image_ids))
+    partial = "" if record.complete else f" (**partial**: {record.describe()}; not comparable with published results)"
     return (
         f"# Model comparison\n\nDataset `{dataset}`, test split: {len(test.image_ids)} images of "
-        f"{len(np.unique(test.patient_ids))} patients. Bootstrap: {n_boot} resamples of patients, seed {seed}.\n\n"
+        f"{len(np.unique(test.patient_ids))} patients{partial}. "
+        f"Bootstrap: {n_boot} resamples of patients, seed {seed}.\n\n"
         f"Runs:\n{listing}"
     )
 
