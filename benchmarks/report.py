@@ -32,7 +32,7 @@ from benchmarks.machine import environment, report  # noqa: E402
 from pipeline.dataset import FEATURES  # noqa: E402
 from pipeline.labels import FINDINGS, to_multi_hot  # noqa: E402
 from pipeline.nih import read_labels_csv, read_split_list  # noqa: E402
-from pipeline.train import write_predictions  # noqa: E402
+from pipeline.run_folder import write_predictions  # noqa: E402
 
 SHARED_METADATA = REPO.parent / "shared" / "nih_sample" / "metadata"
 TEST_IMAGES, TEST_PATIENTS = 25_596, 2_797

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,16 +10,15 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from pipeline import nih, run_folder
+from pipeline import nih
 from pipeline.dataset import finding_names
-from pipeline.errors import UserError
 from pipeline.labels import FINDINGS, NO_FINDING
 from pipeline.locations import is_hub_id
 from pipeline.published import REFERENCE_RESULTS
+from pipeline.run_folder import RunFolder
 
 # hub_cards/ sits at the top of a source checkout; a wheel installs it inside the package (see pyproject.toml).
 _PACKAGE = Path(__file__).resolve().parent
@@ -99,11 +96,6 @@ MODEL_TAGS = ["medical-imaging", "chest-x-ray", "multi-label-classification", "n
 # Used in model-index when the run's dataset is a local folder rather than a Hub dataset.
 NIH_DATASET_TYPE = "nih-chestxray14"
 NIH_DATASET_NAME = "NIH ChestX-ray14"
-REQUIRED_TEST_METRICS = ("test_auroc_mean", "test_accuracy", "test_f1_macro")
-
-
-class RunFolderError(UserError, ValueError):
-    """A run folder lacks a file or a value that publishing needs; the message names which."""
 
 
 @dataclass(frozen=True)
@@ -127,40 +119,6 @@ def example_images(count: int = 3) -> list[ExampleImage]:
         labels = ", ".join(record.findings) or NO_FINDING
         examples.append(ExampleImage(SAMPLE_ROOT / "images" / name, f"{name} ({record.view_position}; NIH: {labels})"))
     return examples
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunFolderError(f"{path} not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def load_run_config(run_dir: Path) -> dict[str, Any]:
-    """`run_config.yaml` of a run folder: the `model`, `data` and `training` sections."""
-    path = Path(run_dir) / run_folder.RUN_CONFIG
-    if not path.is_file():
-        raise RunFolderError(f"{path} not found; is {run_dir} a run folder written by training?")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    missing = [key for key in ("model", "data", "training") if not isinstance(config.get(key), dict)]
-    if missing:
-        raise RunFolderError(f"{path}: missing section(s) {', '.join(missing)}")
-    return config
-
-
-def load_test_metrics(run_dir: Path) -> dict[str, float]:
-    """The `test_*` metrics of a run (test_results.json, else the test_* keys of all_results.json)."""
-    run_dir = Path(run_dir)
-    path = run_dir / run_folder.TEST_RESULTS
-    if not path.is_file():
-        path = run_dir / run_folder.ALL_RESULTS
-    metrics = {key: value for key, value in read_json(path).items() if key.startswith("test_")}
-    missing = [key for key in REQUIRED_TEST_METRICS if key not in metrics]
-    if missing:
-        raise RunFolderError(f"{path}: no {', '.join(missing)}; was the run evaluated on the official test split?")
-    return metrics
 
 
 def custom_code_files(model_config: dict[str, Any]) -> list[str]:
@@ -284,14 +242,15 @@ METRIC_LABELS = {
 }
 
 
-def _eval_results(metrics: dict[str, float], dataset_type: str) -> list[EvalResult]:
-    """model-index entries for the official test split: mean AUROC, accuracy, macro F1, AUROC per finding."""
+def _eval_results(metrics: dict[str, float], dataset_type: str, split: str) -> list[EvalResult]:
+    """model-index entries on the test `split` (named as partial where it is): mean AUROC, accuracy, macro F1,
+    AUROC per finding."""
     common = {
         "task_type": "image-classification",
         "task_name": "Multi-label chest X-ray classification",
         "dataset_type": dataset_type,
         "dataset_name": NIH_DATASET_NAME,
-        "dataset_split": "test",
+        "dataset_split": split,
     }
     entries = [
         ("roc_auc", "Mean AUROC", metrics["test_auroc_mean"], None),
@@ -312,13 +271,6 @@ def _eval_results(metrics: dict[str, float], dataset_type: str) -> list[EvalResu
     ]
 
 
-def _count_rows(path: Path) -> int | None:
-    if not path.is_file():
-        return None
-    with path.open(newline="", encoding="utf-8") as handle:
-        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-
-
 def render_model_card(
     run_dir: str | Path,
     repo_id: str,
@@ -333,13 +285,17 @@ def render_model_card(
     `dataset_id` names the Hub dataset in the metadata (default: the run's dataset when it is a Hub id);
     `examples` are the images uploaded under examples/ (default: `example_images()`).
     """
-    run_dir = Path(run_dir)
-    run_config = load_run_config(run_dir)
-    metrics = load_test_metrics(run_dir)
-    model_config = read_json(run_dir / "config.json")
-    processor_config = read_json(run_dir / "preprocessor_config.json")
-    thresholds = read_json(run_dir / run_folder.THRESHOLDS) if (run_dir / run_folder.THRESHOLDS).is_file() else {}
-    results = read_json(run_dir / run_folder.ALL_RESULTS) if (run_dir / run_folder.ALL_RESULTS).is_file() else {}
+    run = RunFolder(Path(run_dir))
+    run_config = run.config()
+    metrics = run.test_metrics()
+    model_config = run.model_config()
+    processor_config = run.processor_config()
+    thresholds = run.thresholds(FINDINGS) or {}
+    results = run.metrics()
+    test_split = run.test_split()
+    complete = test_split is not None and test_split.complete
+    split_text = test_split.describe() if test_split else "size not recorded"
+    split_name = "test" if complete else f"test (partial: {split_text})"  # the model-index never claims the whole list
     examples = example_images() if examples is None else examples
     dataset_id = dataset_id or hub_dataset_id(run_config)
     code_files = custom_code_files(model_config)
@@ -353,7 +309,7 @@ def render_model_card(
         datasets=[dataset_id] if dataset_id else None,
         metrics=["roc_auc", "accuracy", "f1"],
         base_model=base_model(run_config),
-        eval_results=_eval_results(metrics, dataset_id or NIH_DATASET_TYPE),
+        eval_results=_eval_results(metrics, dataset_id or NIH_DATASET_TYPE, split_name),
         # The hosted widget cannot run custom code, so it gets no examples then.
         widget=None if code_files else [{"src": url_prefix + e.repo_path, "example_title": e.title} for e in examples],
     )
@@ -376,7 +332,8 @@ def render_model_card(
         processor_steps=_processor_steps(processor_config),
         augmentation=_augmentation(run_config["data"]),
         hyperparameters=_hyperparameters(run_config["training"]),
-        num_test_images=_count_rows(run_dir / run_folder.TEST_PREDICTIONS),
+        test_split=split_text,
+        test_split_complete=complete,
         summary=[
             (label, _format(metrics[f"test_{key}"])) for key, label in METRIC_LABELS.items() if f"test_{key}" in metrics
         ],

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("pipeline.convert", "Convert an NIH ChestX-ray14 download into a 🤗 DatasetDict."),
     "push": ("pipeline.hub", "Publish a training run folder to the Hugging Face Hub."),
     "predict": ("pipeline.predict", "Predict the 14 findings for images, folders or DICOM files."),
-    "compare": ("pipeline.report", "Compare training runs: report.md with tables and figures."),
+    "compare": ("pipeline.report.command", "Compare training runs: report.md with tables and figures."),
     "study": ("pipeline.study", "Train every model of the comparison study, then write the report."),
 }
 

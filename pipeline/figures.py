@@ -20,6 +20,11 @@ from sklearn.metrics import roc_curve
 from pipeline.stats import CalibrationBins
 
 DPI = 110
+EMPTY_MAP_NOTE = (  # why a map can be all zero, said in the figure rather than drawn as a flat tint
+    "Empty map: nothing in the last feature map raises\nthis score. Grad-CAM keeps positive evidence only:\n"
+    "it is all zero when the weighted activations are\n≤ 0 everywhere (e.g. dead or saturated ReLUs in a\n"
+    "small or briefly trained model)."
+)
 
 
 @dataclass
@@ -125,7 +130,20 @@ def plot_explanations(panels: Sequence[ExplanationPanel], path: str | Path, titl
     for ax, panel in zip(_grid(fig, len(panels), len(panels)), panels, strict=True):
         height, width = panel.image.shape[:2]
         ax.imshow(panel.image, cmap="gray", extent=(0, width, height, 0))
-        ax.imshow(panel.heatmap, cmap="jet", alpha=0.4, extent=(0, width, height, 0))
+        if np.any(panel.heatmap):
+            ax.imshow(panel.heatmap, cmap="jet", alpha=0.4, extent=(0, width, height, 0))
+        else:
+            ax.text(
+                0.5,
+                0.04,
+                EMPTY_MAP_NOTE,
+                transform=ax.transAxes,
+                ha="center",
+                va="bottom",
+                fontsize="x-small",
+                wrap=True,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
+            )
         for x, y, w, h in panel.boxes:
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="lime", linewidth=2))
         ax.set_title(panel.title, fontsize="small")

@@ -19,15 +19,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from pipeline import run_folder
-from pipeline.cards import (
-    DEFAULT_LICENSE,
-    RunFolderError,
-    custom_code_files,
-    example_images,
-    read_json,
-    render_model_card,
-)
+from pipeline.cards import DEFAULT_LICENSE, custom_code_files, example_images, render_model_card
 from pipeline.errors import UserError
+from pipeline.run_folder import RunFolder, RunFolderError
 
 # Network errors come from the HTTP client huggingface_hub uses (httpx/httpx2), which are not OSErrors.
 _NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3")
@@ -61,13 +55,14 @@ def describe_hub_error(exc: BaseException) -> str:
 # ---- Publishing a run folder: `chestxray push` ---------------------------------------------------------------
 
 # What a model repo gets from a run folder; checkpoints, optimizer state and predictions stay behind.
-MODEL_FILES = ("config.json", "preprocessor_config.json")
+MODEL_FILES = (run_folder.MODEL_CONFIG, run_folder.PROCESSOR_CONFIG)
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
 RESULT_FILES = (
     run_folder.THRESHOLDS,
     run_folder.ALL_RESULTS,
     run_folder.EVAL_RESULTS,
     run_folder.TEST_RESULTS,
+    run_folder.TEST_SPLIT,
     run_folder.RUN_CONFIG,
 )
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
@@ -83,7 +78,7 @@ def _run_files(run_dir: Path) -> list[Path]:
     weights = sorted({path for pattern in WEIGHT_PATTERNS for path in run_dir.glob(pattern)})
     if not weights:
         missing.append("model.safetensors")
-    code = [run_dir / name for name in custom_code_files(read_json(run_dir / "config.json"))] if not missing else []
+    code = [run_dir / name for name in custom_code_files(RunFolder(run_dir).model_config())] if not missing else []
     missing += [path.name for path in code if not path.is_file()]
     if missing:
         raise RunFolderError(f"{run_dir}: missing {', '.join(missing)}; is it a run folder written by training?")

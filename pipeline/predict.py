@@ -30,7 +30,7 @@ from pipeline.images import DICOM_SUFFIXES, ImageDecodeError, load_image, to_gra
 from pipeline.labels import NO_FINDING
 from pipeline.locations import is_hub_id
 from pipeline.metrics import DEFAULT_THRESHOLD
-from pipeline.run_folder import THRESHOLDS
+from pipeline.run_folder import THRESHOLDS, RunFolder, read_thresholds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 FORMATS = ("table", "json", "csv")
@@ -40,20 +40,13 @@ ImageInput = str | Path | Image.Image
 
 def load_thresholds(name_or_dir: str | Path, labels: Sequence[str], **hub_kwargs: Any) -> dict[str, float] | None:
     """Per-finding thresholds from thresholds.json in a model folder or Hub repo; None when it has none."""
-    folder = Path(name_or_dir)
-    if folder.is_dir():
-        path = folder / THRESHOLDS
-        if not path.is_file():
-            return None
-    else:
-        try:
-            path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS, **hub_kwargs))
-        except RemoteEntryNotFoundError:
-            return None
-    thresholds = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(thresholds, dict) or set(thresholds) != set(labels):
-        raise ValueError(f"{path}: expected one threshold for each of the model's findings: {', '.join(labels)}")
-    return {name: float(thresholds[name]) for name in labels}
+    if Path(name_or_dir).is_dir():
+        return RunFolder(Path(name_or_dir)).thresholds(labels)
+    try:
+        path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS, **hub_kwargs))
+    except RemoteEntryNotFoundError:
+        return None
+    return read_thresholds(path, labels)
 
 
 def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:

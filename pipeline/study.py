@@ -16,15 +16,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from accelerate import PartialState
 
-from pipeline.arguments import ConfigError, parse_args
-from pipeline.report import ReportError, write_report
-from pipeline.report import add_arguments as add_report_arguments
-from pipeline.run_folder import TEST_RESULTS
-from pipeline.train import run
+from pipeline.report import ReportError
+from pipeline.report.command import ReportOptions, write_report
 
 
 @dataclass
@@ -42,6 +37,8 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> StudyConfig:
+        from pipeline.arguments import ConfigError
+
         if not path.is_file():
             raise ConfigError(f"study config {path} does not exist")
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -54,12 +51,18 @@ class StudyConfig:
             raise ConfigError(f"study config {path}: missing key(s) {', '.join(missing)}")
         config = cls(**values)
         config.recipes_dir = str(path.parent / config.recipes_dir)
+        compare_options = {option.name for option in fields(ReportOptions)} - {"runs", "output", "dataset", "overwrite"}
+        unknown = sorted(set(config.compare) - compare_options)
+        if unknown:
+            raise ConfigError(f"study config {path}: unknown compare option(s) {', '.join(unknown)}")
         stray = sorted(set(config.run_overrides) - set(config.runs))
         if stray:
             raise ConfigError(f"study config {path}: run_overrides for runs not in `runs`: {', '.join(stray)}")
         return config
 
     def recipe(self, name: str) -> Path:
+        from pipeline.arguments import ConfigError
+
         path = Path(self.recipes_dir) / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(
@@ -101,10 +104,16 @@ def to_flags(values: dict[str, Any]) -> list[str]:
 
 def train_all(config: StudyConfig) -> list[Path]:
     """Train each run not finished yet; return every finished run folder, in the study's order."""
+    import torch
+
+    from pipeline.arguments import parse_args
+    from pipeline.run_folder import RunFolder
+    from pipeline.train import run
+
     for name in config.runs:
         config.recipe(name)  # fail on a missing recipe before hours of training, not after
     for name in config.runs:
-        if (config.run_dir(name) / TEST_RESULTS).is_file():
+        if RunFolder(config.run_dir(name)).is_finished():
             print(f"[study] {name}: finished earlier, skipped")
             continue
         print(f"[study] {name}: training")
@@ -115,23 +124,20 @@ def train_all(config: StudyConfig) -> list[Path]:
     return [config.run_dir(name) for name in config.runs]
 
 
-def compare_argv(config: StudyConfig, run_dirs: list[Path]) -> list[str]:
+def report_options(config: StudyConfig, run_dirs: list[Path]) -> ReportOptions:
+    """The study's `compare:` section as report options, over its run folders and dataset."""
     report = Path(config.output_dir) / "report"
-    argv = [*map(str, run_dirs), "--output", str(report), "--dataset", config.dataset_name_or_path, "--overwrite"]
-    for key, value in config.compare.items():
-        for item in value if isinstance(value, list) else [value]:
-            argv += [f"--{key.replace('_', '-')}", str(item)]
-    return argv
+    return ReportOptions(run_dirs, report, config.dataset_name_or_path, overwrite=True, **config.compare)
 
 
 def run_study(config: StudyConfig) -> Path | None:
     """Train, then (on the main process) write the report; returns the report folder there."""
+    from accelerate import PartialState
+
     run_dirs = train_all(config)
     if not PartialState().is_main_process:
         return None
-    parser = argparse.ArgumentParser()
-    add_report_arguments(parser)
-    return write_report(parser.parse_args(compare_argv(config, run_dirs)))
+    return write_report(report_options(config, run_dirs))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from pipeline.arguments import ConfigError
+
     try:
         output = run_study(StudyConfig.from_yaml(args.config))
     except (ConfigError, FileExistsError, ReportError) as error:

@@ -6,9 +6,7 @@ test split, per-image test probabilities, per-finding thresholds, the resolved c
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -17,14 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from datasets import Dataset
 from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from pipeline import run_folder
 from pipeline.arguments import (
     ChestXrayTrainingArguments,
     ConfigError,
@@ -38,6 +34,7 @@ from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.hub import PushError, push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
 from pipeline.models import ModelConfigError, build_image_processor, build_model
+from pipeline.run_folder import RunFolder, TestSplitRecord
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 
@@ -66,29 +63,31 @@ def run(
         prepare_output_dir(output_dir, resume=resume is not None, overwrite=training_args.overwrite_output_dir)
 
     trainer, splits, processor = build_trainer(model_args, data_args, training_args, callbacks)
+    folder = RunFolder(output_dir)
     if trainer.is_world_process_zero():
-        config = resolved_config(model_args, data_args, training_args)
-        (output_dir / run_folder.RUN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        folder.write_config(resolved_config(model_args, data_args, training_args))
+        folder.write_test_split(TestSplitRecord(len(splits["test"]), max_eval_samples=data_args.max_eval_samples))
     names = finding_names(splits["train"])
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default
-    trainer.save_metrics(
-        "train",
-        {
-            **train_result.metrics,
-            "num_parameters": trainer.model.num_parameters(),
-            "world_size": training_args.world_size,
-        },
-    )
+    if trainer.is_world_process_zero():
+        folder.write_results(
+            "train",
+            {
+                **train_result.metrics,
+                "num_parameters": trainer.model.num_parameters(),
+                "world_size": training_args.world_size,
+            },
+        )
 
-    validation_probs = predict_split(trainer, splits["validation"], processor, "eval", output_dir)
+    validation_probs = predict_split(trainer, splits["validation"], processor, "eval", folder)
     thresholds = choose_thresholds(validation_probs, np.asarray(splits["validation"]["labels"]), names)
     if trainer.is_world_process_zero():
-        write_json(output_dir / run_folder.THRESHOLDS, thresholds)
+        folder.write_thresholds(thresholds)
     trainer.compute_metrics = make_compute_metrics(names, thresholds)
     trainer.save_state()
-    # Test results last: their file marks a finished run (run_folder.TEST_RESULTS).
-    predict_split(trainer, splits["test"], processor, "test", output_dir)
+    # Test results last: their file marks a finished run (RunFolder.is_finished).
+    predict_split(trainer, splits["test"], processor, "test", folder)
     if trainer.is_world_process_zero() and training_args.push_to_hub:
         push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
     return output_dir
@@ -251,28 +250,16 @@ def weighted_bce_loss(pos_weight: torch.Tensor) -> Callable[..., torch.Tensor]:
     return loss
 
 
-def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, output_dir: Path) -> np.ndarray:
-    """Predict one split, log and save its metrics, write its per-image probabilities; return them."""
+def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, folder: RunFolder) -> np.ndarray:
+    """Predict one split, log its metrics, write its per-image probabilities, then its metrics; return them."""
     output = trainer.predict(split.with_transform(eval_transform(processor)), metric_key_prefix=prefix)
     trainer.log_metrics(prefix, output.metrics)
-    trainer.save_metrics(prefix, output.metrics)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     probs = sigmoid(np.asarray(logits, dtype=np.float64))
     if len(probs) != len(split):
         raise RuntimeError(f"{prefix}: got {len(probs)} predictions for {len(split)} images")
     if trainer.is_world_process_zero():
-        name = run_folder.TEST_PREDICTIONS if prefix == "test" else run_folder.VALIDATION_PREDICTIONS
-        write_predictions(output_dir / name, split["image_id"], probs, finding_names(split))
+        folder.write_predictions(prefix, split["image_id"], probs, finding_names(split))
+        folder.write_results(prefix, output.metrics)
     return probs
 
-
-def write_predictions(path: Path, image_ids: Sequence[str], probs: np.ndarray, names: Sequence[str]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", *names])
-        for image_id, row in zip(image_ids, probs, strict=True):
-            writer.writerow([image_id, *map(repr, row.tolist())])  # full float64 precision: round-trips exactly
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

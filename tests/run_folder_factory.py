@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, ViTConfig, ViTForImageClassification, 
 from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, resolved_config
 from pipeline.labels import FINDINGS, id2label, label2id
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
+from pipeline.published import OFFICIAL_TEST_IMAGES
 
 SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "pipeline" / "assets" / "nih_sample"
 BASE_MODEL = "google/vit-base-patch16-224-in21k"
@@ -150,11 +151,13 @@ def make_run_folder(
     seed: int = 0,
     image_size: int = 32,
     with_checkpoint: bool = True,
+    test_images: int | None = OFFICIAL_TEST_IMAGES,
 ) -> Path:
     """Write a complete run folder at `run_dir` for a `model` ("vit" or "paper_cnn", see `tiny_model`).
 
     `pretrained` says whether run_config.yaml names a base checkpoint; `with_checkpoint` adds a Trainer
-    checkpoint folder (with optimizer state) that must never be published."""
+    checkpoint folder (with optimizer state) that must never be published. `test_images` is what test_split.json
+    records the run was evaluated on (the official list's size: a full run); None writes no test_split.json."""
     kind = model
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,8 @@ def make_run_folder(
     _write_predictions(run_dir / "test_predictions.csv", test_ids, rng)
     _write_predictions(run_dir / "validation_predictions.csv", validation_ids, rng)
     _write_json(run_dir / "trainer_state.json", _trainer_state(rng))
+    if test_images is not None:
+        _write_json(run_dir / "test_split.json", {"images": test_images, "official_images": OFFICIAL_TEST_IMAGES})
     if with_checkpoint:
         checkpoint = run_dir / "checkpoint-6"
         model.save_pretrained(checkpoint)

@@ -11,9 +11,10 @@ from huggingface_hub import ModelCard
 from run_folder_factory import BASE_MODEL, DATASET_ID, UNDEFINED_FINDING, make_run_folder
 
 from pipeline.arguments import ModelArguments
-from pipeline.cards import NIH_URL, RunFolderError, example_images, render_model_card
+from pipeline.cards import NIH_URL, example_images, render_model_card
 from pipeline.labels import FINDINGS
 from pipeline.published import REFERENCE_RESULTS
+from pipeline.run_folder import RunFolderError
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +158,25 @@ def test_run_without_test_metrics_is_refused(tmp_path):
     (run / "all_results.json").write_text(json.dumps({k: v for k, v in all_results.items() if "test_" not in k}))
     with pytest.raises(RunFolderError, match=r"all_results\.json.*test_auroc_mean"):
         render_model_card(run, "org/x")
+
+
+@pytest.mark.parametrize(
+    ("record", "described"),
+    [
+        ({"images": 12, "max_eval_samples": 12}, "12 of the 25,596 official test images, cut by max_eval_samples"),
+        ({"images": 64}, "64 of the 25,596 official test images"),
+    ],
+)
+def test_a_partial_test_split_is_named_and_kept_apart_from_published_results(tmp_path, record, described):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (run / "test_split.json").write_text(json.dumps({**record, "official_images": 25_596}))
+    card = render_model_card(run, "org/x")
+    text = " ".join(card.text.split())
+    assert f"On a **partial** NIH ChestX-ray14 test split ({described})" in text
+    assert "not comparable" in text and "official NIH ChestX-ray14 test split" not in text
+    assert "evaluated on the official `test_list.txt`" not in text
+    assert "| This model |" not in text  # never a row among the published numbers
+    mean = json.loads((run / "test_results.json").read_text())["test_auroc_mean"]
+    assert f"This model is not in the table: its mean AUROC ({mean:.3f}) is on a partial test split" in text
+    splits = {result.dataset_split for result in ModelCard(str(card)).data.eval_results}
+    assert splits == {f"test (partial: {described})"}

@@ -38,6 +38,7 @@ SHIPPED_FROM_RUN = {
     "all_results.json",
     "eval_results.json",
     "test_results.json",
+    "test_split.json",
     "run_config.yaml",
 }
 FAKE_TOKEN = "hf_testtokenthatmustneverbewritten"
@@ -103,7 +104,9 @@ def test_a_real_training_run_publishes_a_card_and_a_working_pipeline_model(tiny_
     metrics = json.loads((run_dir / "test_results.json").read_text())
     assert card.data.pipeline_tag == "image-classification" and "base_model" not in card.data.to_dict()
     assert "trained from scratch" in card.text and "paper_cnn.py" in card.text
-    assert f"| This model | {metrics['test_auroc_mean']:.3f} |" in card.text
+    # The tiny dataset's test split is partial: the card says so and keeps its number out of the published table.
+    assert "| This model |" not in card.text
+    assert f"mean AUROC ({metrics['test_auroc_mean']:.3f}) is on a partial test split" in " ".join(card.text.split())
     classifier = transformers.pipeline("image-classification", model=str(out), top_k=14, trust_remote_code=True)
     example = out / example_images()[0].repo_path
     scores = {score["label"]: score["score"] for score in classifier(str(example))}

@@ -8,11 +8,13 @@ from report_data import make_cohort, save_dataset, save_model, tiny_resnet, writ
 from run_folder_factory import tiny_model
 from sklearn.metrics import f1_score, roc_auc_score
 
-from pipeline import explain, figures, report
+from pipeline import explain, figures
 from pipeline.cli import main
 from pipeline.labels import FINDINGS
 from pipeline.metrics import compute_metrics
 from pipeline.published import PAPER_RESULTS, REFERENCE_RESULTS
+from pipeline.report import ReportError, markdown, numbers, reading
+from pipeline.report import figures as report_figures
 from pipeline.stats import expected_calibration_error
 
 EFFUSION = FINDINGS.index("Effusion")
@@ -146,9 +148,9 @@ def test_planted_subgroup_gap_is_called_out(study):
     } <= groups
 
 
-def _test_split(labels: np.ndarray, patient_ids: np.ndarray, sex: list[str], age: list[float]) -> report.TestSplit:
+def _test_split(labels: np.ndarray, patient_ids: np.ndarray, sex: list[str], age: list[float]) -> reading.TestSplit:
     n = len(labels)
-    return report.TestSplit(
+    return reading.TestSplit(
         image_ids=[f"{i:08d}.png" for i in range(n)],
         labels=labels,
         patient_ids=patient_ids,
@@ -172,12 +174,12 @@ def test_small_groups_are_not_compared_and_means_share_their_findings():
     young = patient_ids < 2
     probs = np.where(young[:, None], labels, rng.random(labels.shape))
     test = _test_split(labels, patient_ids, ["M" if m else "F" for m in male], [30 if y else 70 for y in young])
-    subgroups = report.subgroup_intervals({"model": probs}, test, n_boot=50, seed=0)
-    text = report.subgroup_section(subgroups, ["model"], test.names)
+    subgroups = numbers.subgroup_intervals({"model": probs}, test, n_boot=50, seed=0)
+    text = markdown.subgroup_section(subgroups, ["model"], test.names)
     row = next(line for line in text.splitlines() if line.startswith("| Age | under 40 |"))
     assert "too few patients" in row and "works better" not in text
     assert subgroups.sizes["Age", "under 40"] == (4, 2) and ("Age", "under 40") not in subgroups.intervals
-    assert f"fewer than {report.MIN_SUBGROUP_PATIENTS} patients" in text
+    assert f"fewer than {numbers.MIN_SUBGROUP_PATIENTS} patients" in text
     shared = [j for j in range(len(FINDINGS)) if j != hernia]
     female = ~male
     expected = np.mean([roc_auc_score(labels[female, j], probs[female, j]) for j in shared])
@@ -197,6 +199,39 @@ def test_roc_figure_has_a_legend_when_the_first_finding_is_undefined(tmp_path, m
     assert [text.get_text() for text in legend.get_texts()] == ["a", "b"]
 
 
+def test_an_empty_map_is_said_so_not_drawn_as_a_flat_tint(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    image = np.full((16, 16), 128, dtype=np.uint8)
+    panels = [
+        figures.ExplanationPanel(image, np.zeros((16, 16)), "empty"),
+        figures.ExplanationPanel(image, np.eye(16), "map"),
+    ]
+    figures.plot_explanations(panels, tmp_path / "explain.png", "m: Grad-CAM")
+    empty, mapped = drawn[0].axes[:2]
+    assert len(empty.images) == 1 and [t.get_text() for t in empty.texts] == [figures.EMPTY_MAP_NOTE]
+    assert len(mapped.images) == 2 and not mapped.texts
+
+
+def test_compare_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "bootstrap resamples of patients (default: 1000)" in text
+    assert "seed of the bootstrap (default: 0)" in text and "0 for none (default: 4)" in text
+
+
+def test_a_failed_compare_leaves_no_output_folder_behind(tmp_path, capsys):
+    not_a_run = tmp_path / "empty_run"
+    not_a_run.mkdir()
+    (tmp_path / "kept").mkdir()
+    for output in (tmp_path / "new" / "report", tmp_path / "kept" / "report"):
+        assert main(["compare", str(not_a_run), "--output", str(output), "--explain-images", "0"]) == 2
+        assert "run_config.yaml not found" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty_run", "kept"]
+    assert not any((tmp_path / "kept").iterdir())  # the folder the user had stays; only what compare made goes
+
+
 def test_subgroup_estimates_equal_scikit_learn_on_the_subgroup(study):
     rows = _rows(study["text"], "Who the models work for")
     cohort, probs = study["cohort"], study["probs"]["gap"]
@@ -212,7 +247,7 @@ def test_planted_miscalibration_is_found(study):
     labels, probs = study["cohort"].labels, study["probs"]["calibrated"]
     table = _table(study["text"], "Can the probabilities be trusted?")
     ece = expected_calibration_error(probs[:, EFFUSION], labels[:, EFFUSION])
-    assert table["calibrated"]["Effusion"] == f"{ece:.3f}" and ece > report.ECE_WARNING
+    assert table["calibrated"]["Effusion"] == f"{ece:.3f}" and ece > numbers.ECE_WARNING
     assert table["calibrated"]["All (pooled)"] == f"{expected_calibration_error(probs, labels):.3f}"
     assert "calibrated / Effusion" in section
     assert not re.search(r"calibrated / (?!Effusion)", section)  # its other findings are calibrated
@@ -237,7 +272,12 @@ def test_references_and_the_papers_metrics(study):
     # The generated test split is partial: its runs get their own table, never rows among published numbers.
     published, ours = section.split("This report's runs, on a test split not comparable with those:", 1)
     assert "(this report)" not in published and "| **calibrated** (this report) |" in ours
-    assert "**partial**, 600 of the 25,596 official images" in ours
+    assert "**partial**, 600 of the 25,596 official test images" in ours
+    # ... and the report says so from its first line on.
+    assert (
+        "patients (**partial**: 600 of the 25,596 official test images; not comparable"
+        in (study["text"].split("\n\n")[1])
+    )
 
 
 def test_the_papers_table_sits_beside_the_run_of_each_recipe(study, tmp_path):
@@ -321,21 +361,21 @@ def test_missing_inputs_fail_before_any_work(study, capsys):
 
 @pytest.mark.parametrize("pair", ["gap", "gap:gap", "gap:nobody"])
 def test_bad_pairs_are_refused(pair):
-    with pytest.raises(report.ReportError, match="--pair"):
-        report.comparison_pairs(["calibrated", "gap"], None, [pair])
+    with pytest.raises(ReportError, match="--pair"):
+        numbers.comparison_pairs(["calibrated", "gap"], None, [pair])
 
 
 def test_comparison_pairs_default_to_the_first_run_and_deduplicate():
-    assert report.comparison_pairs(["a", "b", "c"]) == [("b", "a"), ("c", "a")]
-    assert report.comparison_pairs(["a", "b", "c"], "b", ["a:b", "c:a"]) == [("a", "b"), ("c", "b"), ("c", "a")]
-    with pytest.raises(report.ReportError, match="--reference"):
-        report.comparison_pairs(["a"], "z")
+    assert numbers.comparison_pairs(["a", "b", "c"]) == [("b", "a"), ("c", "a")]
+    assert numbers.comparison_pairs(["a", "b", "c"], "b", ["a:b", "c:a"]) == [("a", "b"), ("c", "b"), ("c", "a")]
+    with pytest.raises(ReportError, match="--reference"):
+        numbers.comparison_pairs(["a"], "z")
 
 
 def test_best_flags_skip_missing_values():
-    assert report.best_flags([0.5, None, float("nan"), 0.7, 0.7]) == [False, False, False, True, True]
-    assert report.best_flags([3, 1, 2], higher_is_better=False) == [False, True, False]
-    assert report.best_flags([1, 2], higher_is_better=None) == [False, False]
+    assert markdown.best_flags([0.5, None, float("nan"), 0.7, 0.7]) == [False, False, False, True, True]
+    assert markdown.best_flags([3, 1, 2], higher_is_better=False) == [False, True, False]
+    assert markdown.best_flags([1, 2], higher_is_better=None) == [False, False]
 
 
 def test_explanations_of_a_vit_and_a_resnet_with_nih_boxes(tmp_path):
@@ -370,10 +410,10 @@ def test_explanations_of_a_vit_and_a_resnet_with_nih_boxes(tmp_path):
 
 
 def test_explain_targets_put_boxed_images_first_then_positives(study):
-    test = report.load_test_split(str(study["dataset"]))
+    test = reading.load_test_split(str(study["dataset"]))
     test.labels[:3] = 0
     boxes = {test.image_ids[7]: [explain.Box("Mass", 0, 0, 10, 10)]}
-    targets = report.explain_targets(test, boxes, 3)
+    targets = report_figures.explain_targets(test, boxes, 3)
     assert targets[0] == (7, "Mass")
     assert [i for i, _ in targets[1:]] == [3, 4]  # 0–2 have no finding
     assert targets[1][1] == FINDINGS[int(np.flatnonzero(test.labels[3])[0])]

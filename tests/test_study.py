@@ -52,6 +52,8 @@ def test_run_overrides_win_over_study_overrides_and_the_recipe(tmp_path):
         ({"runs": ["cnn_paper"], "epochs": 3}, "unknown key"),
         ({"runs": ["no_such_recipe"]}, "no recipe"),
         ({"runs": ["cnn_paper"], "run_overrides": {"resnet34_scratch": {}}}, "not in `runs`"),
+        ({"runs": ["cnn_paper"], "compare": {"bootstraps": 10}}, "unknown compare option"),
+        ({"runs": ["cnn_paper"], "compare": {"output": "elsewhere"}}, "unknown compare option"),
     ],
 )
 def test_bad_study_configs_fail_before_training(tmp_path, values, message):
