@@ -150,7 +150,7 @@ def test_gradient_accumulation_keeps_the_loss_scale(tiny_dataset_dir, tmp_path, 
 def test_push_to_hub_publishes_the_finished_run_once(tiny_dataset_dir, tmp_path, monkeypatch):
     pushed = []
     monkeypatch.setattr("pipeline.train.get_token", lambda: "hf_fake")
-    monkeypatch.setattr("pipeline.train.push_run", lambda run_dir, repo_id, private: pushed.append((run_dir, repo_id)))
+    monkeypatch.setattr("pipeline.train.push_run", lambda run_dir, repo_id, **_: pushed.append((run_dir, repo_id)))
     output_dir = tmp_path / "run"
     run(*parse_args(argv(tiny_dataset_dir, output_dir, num_train_epochs=1, push_to_hub="true", hub_model_id="o/m")))
     assert pushed == [(output_dir, "o/m")]
