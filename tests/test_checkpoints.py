@@ -10,9 +10,17 @@ import torch
 from crashing import KillPoint, train_until_killed
 from safetensors.torch import load_file
 from training import argv
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.arguments import parse_args
-from pipeline.checkpoints import MARKER, TRANSFORMERS_INCOMPLETE, find_checkpoints, resolve_resume, write_marker
+from pipeline.checkpoints import (
+    MARKER,
+    TRANSFORMERS_INCOMPLETE,
+    CrashSafeCheckpoints,
+    find_checkpoints,
+    resolve_resume,
+    write_marker,
+)
 from pipeline.train import main, run
 
 TOKEN = "hf_CheckpointTestTokenThatMustNotBeWritten"
@@ -29,6 +37,7 @@ def flags(dataset: Path, output_dir: Path) -> list[str]:
         max_eval_samples=64,
         per_device_train_batch_size=16,
         save_total_limit=3,
+        greater_is_better="false",  # the worst validation AUROC is "best": the final model is not the last one
     )
 
 
@@ -57,7 +66,9 @@ def test_no_token_anywhere_in_the_run_folder(uninterrupted):
     assert [path for path in files if TOKEN.encode() in path.read_bytes()] == []
 
 
-def test_killed_at_each_point_of_a_save_resumes_to_the_uninterrupted_model(uninterrupted, tiny_dataset_dir, tmp_path, capfd):
+def test_killed_at_each_point_of_a_save_resumes_to_the_uninterrupted_model(
+    uninterrupted, tiny_dataset_dir, tmp_path, capfd
+):
     """One run killed five times, each at a different point of a save, then resumed to the end."""
     output_dir = tmp_path / "run"
     first = flags(tiny_dataset_dir, output_dir)
@@ -68,7 +79,10 @@ def test_killed_at_each_point_of_a_save_resumes_to_the_uninterrupted_model(unint
     assert list((output_dir / "checkpoint-8").iterdir()) == []
     # resumed from checkpoint-4: killed with checkpoint-8's model written, its optimizer not
     assert train_until_killed(resume, KillPoint("Trainer", "_save_optimizer_and_scheduler", 1)) == KILLED
-    assert "resuming from checkpoint-4, the newest complete checkpoint; skipped checkpoint-8 (no " in capfd.readouterr().out
+    assert (
+        "resuming from checkpoint-4, the newest complete checkpoint; skipped checkpoint-8 (no "
+        in capfd.readouterr().out
+    )
     assert (output_dir / "checkpoint-8" / "model.safetensors").is_file()
     # resumed from checkpoint-4: killed with all of checkpoint-8 written, before it is marked complete
     assert train_until_killed(resume, KillPoint("CallbackHandler", "on_save", 1)) == KILLED
@@ -86,7 +100,13 @@ def test_killed_at_each_point_of_a_save_resumes_to_the_uninterrupted_model(unint
     assert main(resume) == 0
     assert "training had finished at step 10" in capfd.readouterr().out
     assert global_step(output_dir) == STEPS
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-4", "checkpoint-8"]
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == [
+        "checkpoint-10",
+        "checkpoint-4",
+        "checkpoint-8",
+    ]
+    best = json.loads((uninterrupted / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert Path(best).name != "checkpoint-10"
     assert_same_weights(output_dir, uninterrupted)  # the best checkpoint
     assert_same_weights(output_dir / "checkpoint-10", uninterrupted / "checkpoint-10")
     for name in ("test_results.json", "test_predictions.csv", "thresholds.json", "validation_predictions.csv"):
@@ -134,3 +154,12 @@ def test_only_incomplete_checkpoints_start_over(tmp_path, capsys):
     assert "no complete checkpoint" in capsys.readouterr().out
     assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoint-5" / MARKER).exists()
+
+
+def test_a_checkpoint_written_again_is_unmarked_until_its_save_completes(tmp_path):
+    """Resumed from an older checkpoint, a run reaching step 10 again rewrites checkpoint-10 in place."""
+    folder = checkpoint(tmp_path, 10, complete=True)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    CrashSafeCheckpoints().on_step_end(args, TrainerState(global_step=10), TrainerControl())
+    assert not (folder / MARKER).exists()
+    assert (folder / "model.safetensors").is_file()
