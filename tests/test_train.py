@@ -18,6 +18,7 @@ from training import argv, read_predictions
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 from pipeline.arguments import parse_args
+from pipeline.checkpoints import find_checkpoints
 from pipeline.labels import FINDINGS
 from pipeline.train import main, positive_weights, run, weighted_bce_loss
 
@@ -203,6 +204,8 @@ def test_two_process_distributed_training(tiny_dataset_dir, tmp_path, reference_
     train_size = len(load_from_disk(str(tiny_dataset_dir))["train"])
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == -(-train_size // 32)
+    # Marked complete by the main process after both had written their part.
+    assert [c.problem for c in find_checkpoints(output_dir)] == [None]
 
 
 def test_learns_with_augmentation_on_the_device(tiny_dataset_dir, tmp_path):
