@@ -19,8 +19,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from pipeline.arguments import ConfigError
 
 MARKER = "checkpoint-complete.json"
-# Some transformers versions write this while a save is in progress and remove it at the end.
-TRANSFORMERS_INCOMPLETE = "checkpoint-is-incomplete.txt"
+# Written while a save is in progress by checkpointing integrations of the Trainer (Kubeflow Trainer's);
+# the installed transformers (5.25) writes none.
+INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
 
 
 class CheckpointError(ConfigError):
@@ -73,8 +74,8 @@ def write_marker(folder: Path, step: int) -> None:
 
 def incompleteness(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None when it is."""
-    if (folder / TRANSFORMERS_INCOMPLETE).exists():
-        return f"transformers marked it incomplete ({TRANSFORMERS_INCOMPLETE})"
+    if (folder / INCOMPLETE_SENTINEL).exists():
+        return f"marked incomplete by {INCOMPLETE_SENTINEL}"
     try:
         files = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
     except FileNotFoundError:

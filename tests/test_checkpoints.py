@@ -16,7 +16,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from pipeline.arguments import parse_args
 from pipeline.checkpoints import (
     MARKER,
-    TRANSFORMERS_INCOMPLETE,
+    INCOMPLETE_SENTINEL,
     CrashSafeCheckpoints,
     find_checkpoints,
     resolve_resume,
@@ -143,12 +143,12 @@ def test_resume_takes_the_newest_complete_checkpoint_and_keeps_the_others(tmp_pa
     truncated = checkpoint(tmp_path, 15, complete=True)
     (truncated / "model.safetensors").write_bytes(b"wei")
     flagged = checkpoint(tmp_path, 20, complete=True)
-    (flagged / TRANSFORMERS_INCOMPLETE).touch()
+    (flagged / INCOMPLETE_SENTINEL).touch()
     checkpoint(tmp_path, 25, complete=False)
     assert resolve_resume("true", tmp_path) == str(tmp_path / "checkpoint-10")
     out = capsys.readouterr().out
     assert out.startswith("resuming from checkpoint-10, the newest complete checkpoint; skipped checkpoint-25 (no ")
-    assert "checkpoint-20 (transformers marked it incomplete" in out
+    assert "checkpoint-20 (marked incomplete by checkpoint-is-incomplete.txt" in out
     assert "checkpoint-15 (model.safetensors is 3 bytes, saved as 7)" in out
     assert len(list(tmp_path.glob("checkpoint-*"))) == 5
 
