@@ -15,8 +15,8 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.arguments import parse_args
 from pipeline.checkpoints import (
-    MARKER,
     INCOMPLETE_SENTINEL,
+    MARKER,
     CrashSafeCheckpoints,
     find_checkpoints,
     resolve_resume,
