@@ -228,6 +228,11 @@ class RunFolder:
     def write_predictions(self, split: str, image_ids: Sequence[str], probs: np.ndarray, names: Sequence[str]) -> None:
         write_predictions(self.file(PREDICTIONS[split]), image_ids, probs, names)
 
+    def results(self, split: str) -> dict[str, Any]:
+        """`{split}_results.json`, or nothing where the run did not get so far."""
+        path = self.file(f"{split}_results.json")
+        return read_json(path) if path.is_file() else {}
+
     def write_results(self, split: str, metrics: dict[str, Any]) -> None:
         """`{split}_results.json` and all_results.json, as `Trainer.save_metrics` writes them, but all_results first:
         test_results.json must be the run's last file."""

@@ -18,7 +18,6 @@ import torch
 from datasets import Dataset
 from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from pipeline.arguments import (
@@ -30,6 +29,7 @@ from pipeline.arguments import (
     resolved_config,
 )
 from pipeline.augment import DeviceAugmentation
+from pipeline.checkpoints import CrashSafeCheckpoints, TrainingFinished, resolve_resume, resume_requested
 from pipeline.dataset import finding_names, load_dataset_dict
 from pipeline.hub import PushError, push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
@@ -56,11 +56,13 @@ def run(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     output_dir = Path(training_args.output_dir)
-    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
-    if training_args.push_to_hub and get_token() is None:  # fail now, not after hours of training
+    asked = training_args.resume_from_checkpoint
+    resume = resolve_resume(asked, output_dir, announce=training_args.process_index == 0)
+    token = training_args.hub_token or get_token()
+    if training_args.push_to_hub and token is None:  # fail now, not after hours of training
         raise ConfigError("push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
     with training_args.main_process_first(desc="checking output_dir", local=False):
-        prepare_output_dir(output_dir, resume=resume is not None, overwrite=training_args.overwrite_output_dir)
+        prepare_output_dir(output_dir, resume=resume_requested(asked), overwrite=training_args.overwrite_output_dir)
 
     trainer, splits, processor = build_trainer(model_args, data_args, training_args, callbacks)
     folder = RunFolder(output_dir)
@@ -68,13 +70,20 @@ def run(
         folder.write_config(resolved_config(model_args, data_args, training_args))
         folder.write_test_split(TestSplitRecord(len(splits["test"]), max_eval_samples=data_args.max_eval_samples))
     names = finding_names(splits["train"])
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    except TrainingFinished as finished:  # killed after its last save: only the run folder's files are missing
+        if trainer.is_world_process_zero():
+            print(f"{finished} ({Path(resume).name}): completing the run folder without training")
+        if training_args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
+        train_metrics = folder.results("train")  # what that run saved, if it got so far
     trainer.save_model()  # the best checkpoint: load_best_model_at_end is on by default
     if trainer.is_world_process_zero():
         folder.write_results(
             "train",
             {
-                **train_result.metrics,
+                **train_metrics,
                 "num_parameters": trainer.model.num_parameters(),
                 "world_size": training_args.world_size,
             },
@@ -89,7 +98,7 @@ def run(
     # Test results last: their file marks a finished run (RunFolder.is_finished).
     predict_split(trainer, splits["test"], processor, "test", folder)
     if trainer.is_world_process_zero() and training_args.push_to_hub:
-        push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
+        push_run(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo), token=token)
     return output_dir
 
 
@@ -117,14 +126,15 @@ def build_trainer(
         on_device = training_args.device.type == "cuda"
     trainer = ChestXrayTrainer(
         model=model,
-        # The run folder is published once, at the end, by `hub.push_run`; not by the Trainer at every save.
-        args=dataclasses.replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args,
+        # The run folder is published once, at the end, by `hub.push_run`; not by the Trainer at every save. The
+        # Trainer pickles its arguments into every checkpoint (training_args.bin): they must not hold the token.
+        args=dataclasses.replace(training_args, push_to_hub=False, hub_token=None),
         train_dataset=splits["train"].with_transform(
             decode_transform(processor) if on_device else train_transform(processor, **augmentation)
         ),
         eval_dataset=splits["validation"].with_transform(eval_transform(processor)),
         processing_class=processor,
-        callbacks=list(callbacks),
+        callbacks=[CrashSafeCheckpoints(), *callbacks],
         compute_metrics=make_compute_metrics(names),
         compute_loss_func=(
             weighted_bce_loss(positive_weights(np.asarray(splits["train"]["labels"])))
@@ -179,20 +189,6 @@ class ChestXrayTrainer(Trainer):
         if self.device_augmentation is not None and model.training:
             inputs = {**inputs, "pixel_values": self.device_augmentation(inputs["pixel_values"])}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-
-def resolve_resume(value: str | None, output_dir: Path) -> str | None:
-    """`resume_from_checkpoint`: a checkpoint folder, or true/last for the newest one in output_dir."""
-    if value is None or value.lower() in ("false", "no", ""):
-        return None
-    if value.lower() in ("true", "last", "yes"):
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if last is None:
-            raise ConfigError(f"resume_from_checkpoint={value}: no checkpoint-* folder in {output_dir}")
-        return last
-    if not Path(value).is_dir():
-        raise ConfigError(f"resume_from_checkpoint={value}: no such checkpoint folder")
-    return value
 
 
 def prepare_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -262,4 +258,3 @@ def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, fold
         folder.write_predictions(prefix, split["image_id"], probs, finding_names(split))
         folder.write_results(prefix, output.metrics)
     return probs
-

@@ -18,6 +18,7 @@ from training import argv, read_predictions
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 from pipeline.arguments import parse_args
+from pipeline.checkpoints import find_checkpoints
 from pipeline.labels import FINDINGS
 from pipeline.train import main, positive_weights, run, weighted_bce_loss
 
@@ -150,7 +151,7 @@ def test_gradient_accumulation_keeps_the_loss_scale(tiny_dataset_dir, tmp_path, 
 def test_push_to_hub_publishes_the_finished_run_once(tiny_dataset_dir, tmp_path, monkeypatch):
     pushed = []
     monkeypatch.setattr("pipeline.train.get_token", lambda: "hf_fake")
-    monkeypatch.setattr("pipeline.train.push_run", lambda run_dir, repo_id, private: pushed.append((run_dir, repo_id)))
+    monkeypatch.setattr("pipeline.train.push_run", lambda run_dir, repo_id, **_: pushed.append((run_dir, repo_id)))
     output_dir = tmp_path / "run"
     run(*parse_args(argv(tiny_dataset_dir, output_dir, num_train_epochs=1, push_to_hub="true", hub_model_id="o/m")))
     assert pushed == [(output_dir, "o/m")]
@@ -203,6 +204,8 @@ def test_two_process_distributed_training(tiny_dataset_dir, tmp_path, reference_
     train_size = len(load_from_disk(str(tiny_dataset_dir))["train"])
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == -(-train_size // 32)
+    # Marked complete by the main process after both had written their part.
+    assert [c.problem for c in find_checkpoints(output_dir)] == [None]
 
 
 def test_learns_with_augmentation_on_the_device(tiny_dataset_dir, tmp_path):
