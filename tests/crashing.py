@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_callback import CallbackHandler
 
-OWNERS = {"Trainer": Trainer, "PreTrainedModel": PreTrainedModel, "CallbackHandler": CallbackHandler}
+from pipeline.run_folder import RunFolder
+
+OWNERS = {
+    "Trainer": Trainer,
+    "PreTrainedModel": PreTrainedModel,
+    "CallbackHandler": CallbackHandler,
+    "RunFolder": RunFolder,
+}
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,8 @@ def test_killed_at_each_point_of_a_save_resumes_to_the_uninterrupted_model(
     assert train_until_killed(resume, KillPoint("CallbackHandler", "on_save", 2, after=True)) == KILLED
     assert [c.step for c in find_checkpoints(output_dir) if c.problem is None] == [10, 8, 4]
     assert not (output_dir / "model.safetensors").exists()
-    # the training had finished: killed after eval_results.json (save_metrics: train, then eval)
-    assert train_until_killed(resume, KillPoint("Trainer", "save_metrics", 2, after=True)) == KILLED
+    # the training had finished: killed after eval_results.json (write_results: train, then eval)
+    assert train_until_killed(resume, KillPoint("RunFolder", "write_results", 2, after=True)) == KILLED
     assert "training had finished at step 10 (checkpoint-10): completing the run folder" in capfd.readouterr().out
     assert (output_dir / "eval_results.json").is_file() and not (output_dir / "test_results.json").exists()
 
