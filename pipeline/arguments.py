@@ -19,7 +19,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from pipeline.errors import UserError
 from pipeline.hardware import bf16_supported
-from pipeline.tracking import default_report_to
+from pipeline.tracking import check_report_to, default_report_to
 
 
 class ConfigError(UserError, ValueError):
@@ -161,6 +161,7 @@ class ChestXrayTrainingArguments(TrainingArguments):
         if self.loss_pos_weight not in (None, "auto"):
             raise ConfigError(f"loss_pos_weight must be 'auto' or unset, got {self.loss_pos_weight!r}")
         super().__post_init__()
+        check_report_to(self.report_to)
         if self.run_name is None:
             # Stable across resumes: trackio continues a run of the same name, so its curves go on.
             self.run_name = Path(self.output_dir).name

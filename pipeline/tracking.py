@@ -11,9 +11,12 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from transformers import Trainer, TrainerCallback
+from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+from pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,7 @@ NO_TRACKER_HINT = (
     "no experiment tracker installed, so report_to=none: `pip install -e .[tracking]` logs runs to trackio "
     "(or set report_to: tensorboard)"
 )
+INSTALL = {"trackio": "pip install -e .[tracking]"}
 # Integrations whose callback logs `Trainer.predict`'s metrics itself (`on_predict`); the others only see `log`.
 LOGS_PREDICTIONS = {"trackio"}
 
@@ -32,6 +36,23 @@ def default_report_to() -> str:
     if int(os.environ.get("RANK", "0")) == 0:
         logger.warning(NO_TRACKER_HINT)
     return "none"
+
+
+class TrackerError(UserError, ValueError):
+    """A `report_to` that names a tracker transformers does not know, or one that is not installed."""
+
+
+def check_report_to(report_to: Sequence[str]) -> None:
+    """Fail at parse time, not with a traceback after the dataset and model are loaded."""
+    unknown = [name for name in report_to if name not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise TrackerError(
+            f"report_to: unknown tracker {', '.join(unknown)} (known: {', '.join(INTEGRATION_TO_CALLBACK)}, none)"
+        )
+    available = get_available_reporting_integrations()
+    for name in report_to:
+        if name not in available:
+            raise TrackerError(f"report_to: {name} is not installed ({INSTALL.get(name, f'pip install {name}')})")
 
 
 class ThroughputCallback(TrainerCallback):

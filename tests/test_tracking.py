@@ -115,3 +115,19 @@ def test_report_to_defaults_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "trackio", None)
     _, _, training = parse_args(required)
     assert (training.report_to, training.project, training.run_name) == ([], "chestxray14", "vit_b16")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("trackoi", "error: report_to: unknown tracker trackoi (known: "),
+        ("trackio", "error: report_to: trackio is not installed (pip install -e .[tracking])"),
+    ],
+)
+def test_a_tracker_that_cannot_log_fails_before_training(tmp_path, monkeypatch, capsys, value, message):
+    monkeypatch.setitem(sys.modules, "trackio", None)
+    flags = ["--model_type", "paper_cnn", "--dataset_name_or_path", str(tmp_path / "no_dataset")]
+    assert main([*flags, "--output_dir", str(tmp_path / "run"), "--report_to", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
