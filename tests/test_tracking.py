@@ -102,18 +102,23 @@ def test_without_a_tracker_a_run_trains_and_writes_no_tracking(
     assert yaml.safe_load((tmp_path / "run" / "run_config.yaml").read_text())["training"]["report_to"] == []
 
 
-def test_report_to_defaults_and_overrides(tmp_path, monkeypatch):
-    required = ["--model_type", "paper_cnn", "--dataset_name_or_path", "d", "--output_dir", str(tmp_path / "vit_b16")]
+REQUIRED = ["--model_type", "paper_cnn", "--dataset_name_or_path", "d"]
+
+
+def test_report_to_from_the_recipe_then_the_command_line(tmp_path):
+    pytest.importorskip("tensorboard")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("report_to: tensorboard\n")
-    _, _, training = parse_args(["--config", str(recipe), *required])
-    assert training.report_to == ["tensorboard"]
-    _, _, training = parse_args(["--config", str(recipe), *required, "--report_to", "none"])
-    assert training.report_to == []  # the command line wins over the recipe
-    _, _, training = parse_args([*required, "--project", "mine", "--run_name", "first try"])
-    assert (training.project, training.run_name) == ("mine", "first try")
+    flags = ["--config", str(recipe), *REQUIRED, "--output_dir", str(tmp_path / "run")]
+    assert parse_args(flags)[2].report_to == ["tensorboard"]
+    assert parse_args([*flags, "--report_to", "none"])[2].report_to == []
+
+
+def test_tracker_defaults_and_names(tmp_path, monkeypatch):
+    _, _, training = parse_args([*REQUIRED, "--output_dir", str(tmp_path), "--project", "p", "--run_name", "first"])
+    assert (training.project, training.run_name) == ("p", "first")
     monkeypatch.setitem(sys.modules, "trackio", None)
-    _, _, training = parse_args(required)
+    _, _, training = parse_args([*REQUIRED, "--output_dir", str(tmp_path / "vit_b16")])
     assert (training.report_to, training.project, training.run_name) == ([], "chestxray14", "vit_b16")
 
 
