@@ -19,6 +19,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from pipeline.errors import UserError
 from pipeline.hardware import bf16_supported
+from pipeline.tracking import check_report_to, default_report_to
 
 
 class ConfigError(UserError, ValueError):
@@ -135,8 +136,18 @@ class ChestXrayTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a run already in output_dir (otherwise that is an error)."}
     )
+    report_to: None | str | list[str] = field(  # noqa: RUF036  (the order HfArgumentParser reads)
+        default=None,
+        metadata={"help": "Trackers to log to (trackio, tensorboard, none, …); default: trackio where installed."},
+    )
+    project: str = field(default="chestxray14", metadata={"help": "Tracker project (trackio) the run is logged in."})
+    run_name: str | None = field(
+        default=None, metadata={"help": "The run's name in the tracker; default: the name of output_dir's folder."}
+    )
 
     def __post_init__(self) -> None:
+        if self.report_to is None:
+            self.report_to = default_report_to()
         if self.bf16 is None:
             self.bf16 = not self.use_cpu and bf16_supported()
         if self.dataloader_num_workers is None:
@@ -150,6 +161,10 @@ class ChestXrayTrainingArguments(TrainingArguments):
         if self.loss_pos_weight not in (None, "auto"):
             raise ConfigError(f"loss_pos_weight must be 'auto' or unset, got {self.loss_pos_weight!r}")
         super().__post_init__()
+        check_report_to(self.report_to)
+        if self.run_name is None:
+            # Stable across resumes: trackio continues a run of the same name, so its curves go on.
+            self.run_name = Path(self.output_dir).name
         if self.lr_scheduler_type == "reduce_lr_on_plateau" and self.greater_is_better:
             # A plateau of AUROC means it stopped rising; torch's default mode "min" would cut the rate as it rises.
             self.lr_scheduler_kwargs = {"mode": "max", **(self.lr_scheduler_kwargs or {})}

@@ -75,8 +75,10 @@ class StudyConfig:
         return Path(self.output_dir) / "runs" / name
 
     def run_argv(self, name: str) -> list[str]:
-        """The recipe's own flags, then the study's: same data, seed and folder layout for every run."""
+        """The recipe's own flags, then the study's: same data, seed and folder layout for every run; one
+        tracker project named after the study's folder, so the runs' curves overlay."""
         values = {
+            "project": Path(self.output_dir).name,
             **self.overrides,
             **self.run_overrides.get(name, {}),
             "dataset_name_or_path": self.dataset_name_or_path,

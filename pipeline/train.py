@@ -35,6 +35,7 @@ from pipeline.hub import PushError, push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
 from pipeline.models import ModelConfigError, build_image_processor, build_model
 from pipeline.run_folder import RunFolder, TestSplitRecord
+from pipeline.tracking import add_tracking, finish_tracking
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 
@@ -147,6 +148,7 @@ def build_trainer(
             else None
         ),
     )
+    add_tracking(trainer)
     return trainer, splits, processor
 
 
@@ -250,6 +252,8 @@ def predict_split(trainer: Trainer, split: Dataset, processor, prefix: str, fold
     """Predict one split, log its metrics, write its per-image probabilities, then its metrics; return them."""
     output = trainer.predict(split.with_transform(eval_transform(processor)), metric_key_prefix=prefix)
     trainer.log_metrics(prefix, output.metrics)
+    if prefix == "test":  # the run's last prediction
+        finish_tracking(trainer, output.metrics)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     probs = sigmoid(np.asarray(logits, dtype=np.float64))
     if len(probs) != len(split):

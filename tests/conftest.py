@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,18 @@ from pipeline.synthetic import SyntheticTree, generate_nih_tree
 
 SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "pipeline" / "assets" / "nih_sample"
 TINY_IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracker_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every run of the session (recipes log to trackio by default) stores its tracking in a temporary folder,
+    never in the user's ~/.cache/huggingface/trackio; subprocesses inherit it."""
+    # trackio reads TRACKIO_DIR once, at import.
+    assert "trackio" not in sys.modules, "trackio was imported before its storage was redirected"
+    path = tmp_path_factory.mktemp("trackio")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRACKIO_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

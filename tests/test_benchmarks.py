@@ -190,3 +190,15 @@ def test_convert_benchmark_refuses_a_non_positive_num_proc(capsys):
     with pytest.raises(SystemExit):
         convert.measure(["--num-proc", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_tracking_benchmark(tmp_path):
+    pytest.importorskip("trackio")
+    from benchmarks import tracking
+
+    output = tmp_path / "results.jsonl"
+    result = tracking.measure(["--calls", "5", "--step-ms", "100", "--output", str(output)])
+    assert read_line(output) == result
+    assert_positive(result, ["step_callback_us", "training_log_us", "evaluation_log_us"])
+    per_step = result["step_callback_us"] + result["training_log_us"] / 10
+    assert result["overhead_fraction_of_training"] == pytest.approx(per_step / 100e3, rel=0.02, abs=1e-6)

@@ -1,5 +1,6 @@
 """`chestxray study`: every run trained once with the same data and seed, then one report."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ def test_shipped_study_configs_name_existing_recipes():
             assert data.dataset_name_or_path == config.dataset_name_or_path
             assert training.seed == config.seed
             assert Path(training.output_dir) == Path(config.output_dir) / "runs" / run
+            # One tracker project per study, one run per variant: the curves overlay in the dashboard.
+            assert (training.project, training.run_name) == (Path(config.output_dir).name, run)
 
 
 def test_run_overrides_win_over_study_overrides_and_the_recipe(tmp_path):
@@ -70,7 +73,7 @@ def test_flags_round_trip_through_the_parser():
     assert to_flags({"a": True, "b": {"x": [1, 2]}, "c": 0.5}) == ["--a", "true", "--b", '{"x": [1, 2]}', "--c", "0.5"]
 
 
-def test_study_trains_each_run_once_then_reports(tiny_dataset_dir, tmp_path, capsys):
+def test_study_trains_each_run_once_then_reports(tiny_dataset_dir, tmp_path, capsys, tracker_storage):
     study = write_study(
         tmp_path,
         dataset_name_or_path=str(tiny_dataset_dir),
@@ -98,3 +101,11 @@ def test_study_trains_each_run_once_then_reports(tiny_dataset_dir, tmp_path, cap
     assert main(["study", "--config", str(study)]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("test_results.json")} == stamps
+
+    # Where trackio is installed (recipes log to it by default), both runs are in one project named after the study.
+    if importlib.util.find_spec("trackio") is None:
+        assert not list(tracker_storage.glob("study*"))
+    else:
+        from trackio.sqlite_storage import SQLiteStorage
+
+        assert sorted(SQLiteStorage.get_runs("study")) == ["cnn_paper", "vit_v1_32_scratch"]
