@@ -103,10 +103,15 @@ def load_model(run_dir: str | Path, trust_remote_code: bool = False) -> tuple[Pr
         raise ExplainError(
             f"{run_dir}: the model needs the custom code in its folder; read it, then pass --trust-remote-code"
         ) from error
+    return with_attention_weights(model).eval(), processor
+
+
+def with_attention_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """The model, switched to transformers' eager attention where it has attention: SDPA kernels return no
+    attention weights for rollout (timm ViTs are handled in `attentions_and_grid`)."""
     if uses_attention(model) and timm_attention_modules(model) is None:
-        # SDPA kernels return no attention weights; the eager path does.
         model.set_attn_implementation("eager")
-    return model.eval(), processor
+    return model
 
 
 def timm_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
@@ -191,7 +196,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor], grid: tuple[int, int])
     identity = torch.eye(tokens)
     rollout = identity
     for layer in attentions:
-        mixed = 0.5 * layer[0].float().mean(dim=0) + 0.5 * identity
+        mixed = 0.5 * layer[0].float().cpu().mean(dim=0) + 0.5 * identity
         rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
     return rollout[0, -patches:].reshape(grid).detach().numpy()
 
@@ -250,7 +255,7 @@ def grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: in
     layer = last_feature_map_layer(model, pixel_values)
     activation, gradient = _activation_and_gradient(model, pixel_values, layer, class_index, entering=False)
     weights = gradient.mean(dim=(1, 2))
-    return torch.relu(torch.einsum("c,chw->hw", weights, activation)).numpy()
+    return torch.relu(torch.einsum("c,chw->hw", weights, activation)).cpu().numpy()
 
 
 def token_grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> np.ndarray:
@@ -266,7 +271,7 @@ def token_grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_ind
     if patches >= activation.shape[0]:
         raise ExplainError(f"{activation.shape[0]} tokens cannot hold a class token and a {grid[0]}×{grid[1]} grid")
     weights = gradient[-patches:].mean(dim=0)
-    return torch.relu(activation[-patches:] @ weights).reshape(grid).numpy()
+    return torch.relu(activation[-patches:] @ weights).reshape(grid).cpu().numpy()
 
 
 def _to_input_size(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -321,7 +326,7 @@ def box_after_preprocessing(
 
 def _display_image(pixel_values: torch.Tensor) -> np.ndarray:
     """The first channel of the processed image, stretched back to 0–255 for display."""
-    channel = pixel_values[0, 0].numpy()
+    channel = pixel_values[0, 0].float().cpu().numpy()
     span = channel.max() - channel.min()
     return ((channel - channel.min()) / (span if span > 0 else 1.0) * 255).astype(np.uint8)
 
@@ -338,9 +343,9 @@ def explain_image(
 
     `boxes` are NIH boxes in 1024 px coordinates; those of `finding` are drawn.
     """
-    pixel_values = preprocess(image, processor)
+    pixel_values = preprocess(image, processor).to(device=model.device, dtype=model.dtype)
     with torch.no_grad():
-        probs = torch.sigmoid(model(pixel_values=pixel_values).logits[0]).numpy()
+        probs = torch.sigmoid(model(pixel_values=pixel_values).logits[0].float()).cpu().numpy()
     label2id = {name: int(index) for name, index in model.config.label2id.items()}
     if finding is None:
         finding = model.config.id2label[int(np.argmax(probs))]
