@@ -248,9 +248,7 @@ def build_demo(model: DemoModel, examples: Sequence[tuple[str | Path, str]] = ()
                 gr.Markdown(threshold_note)
         with gr.Row():
             finding = gr.Dropdown(label="Heat map for finding", choices=[], elem_id="finding")
-            method = gr.Radio(
-                list(model.methods), value=explain.GRAD_CAM, label="Map", visible=len(model.methods) > 1
-            )
+            method = gr.Radio(list(model.methods), value=explain.GRAD_CAM, label="Map", visible=len(model.methods) > 1)
         figure = gr.HTML(elem_id="heatmap-panel")
         upload.change(
             analyze, [upload, method], [table, finding, figure, image_state], api_name="predict", show_progress="full"
