@@ -8,7 +8,6 @@ command says how to install it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import signal
 import sys
 from pathlib import Path
@@ -49,8 +48,10 @@ def _stop(_signal: int, _frame: object) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("gradio") is None:
-        raise DemoError(INSTALL_HINT)
+    try:
+        import gradio  # noqa: F401  (the page's own module imports it; here its absence gets the install hint)
+    except ImportError as error:
+        raise DemoError(INSTALL_HINT) from error
     if not Path(args.model).exists() and not is_hub_id(args.model):
         raise DemoError(f"{args.model}: no such folder, and not a Hub model id (ORG/NAME)")
     from pipeline import demo_page
