@@ -1,0 +1,80 @@
+"""`chestxray push --space`: the Space folder of a dry run runs without this project installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from isolation import run_without_project
+from run_folder_factory import SAMPLE_ROOT, make_run_folder
+
+from pipeline.cli import main
+from pipeline.predict import Predictor
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+EXAMPLE = "00004296_000.png"
+
+SCORE_AN_EXAMPLE = """
+import json, sys
+sys.path.insert(0, ".")
+import app  # builds the page, as the Space does
+from chestxray_demo.demo_page import DemoModel
+from chestxray_demo.images import load_image
+assert type(app.demo).__name__ == "Blocks", type(app.demo)
+assert not [name for name in sys.modules if name.partition(".")[0] == "pipeline"]
+print(json.dumps(DemoModel(app.MODEL).scores(load_image("examples/" + sys.argv[1]))["probabilities"]))
+"""
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("gradio") is None:
+        message = "writing a Space needs gradio: pip install -e '.[demo]'"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    root = tmp_path_factory.mktemp("space")
+    run = make_run_folder(root / "run", with_checkpoint=False)
+    argv = ["push", str(run), "--repo-id", "me/tiny-cxr", "--space", "me/tiny-cxr-demo", "--dry-run", str(root / "up")]
+    assert main(argv) == 0
+    return root / "up"
+
+
+def test_the_model_card_and_the_space_link_each_other(dry_run):
+    assert "https://huggingface.co/spaces/me/tiny-cxr-demo" in (dry_run / "model" / "README.md").read_text()
+    readme = (dry_run / "space" / "README.md").read_text()
+    front = yaml.safe_load(readme.split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and front["models"] == ["me/tiny-cxr"]
+    assert "https://huggingface.co/me/tiny-cxr" in readme and "not a diagnostic device" in readme
+    assert (dry_run / "space" / "examples" / EXAMPLE).read_bytes() == (SAMPLE_ROOT / "images" / EXAMPLE).read_bytes()
+
+
+def test_the_space_ships_the_projects_own_modules_unchanged_but_for_import_lines(dry_run):
+    package = dry_run / "space" / "chestxray_demo"
+    copies = sorted(path.relative_to(package) for path in package.rglob("*.py"))
+    assert {Path("demo_page.py"), Path("predict.py"), Path("images.py"), Path("explain.py")} <= set(copies)
+    for relative in copies:
+        original = (PACKAGE / relative).read_text().splitlines()
+        copy = (package / relative).read_text().splitlines()
+        assert len(copy) == len(original)
+        for before, after in zip(original, copy, strict=True):
+            if before != after:
+                assert re.match(r"\s*(from|import) pipeline\b", before), before
+                assert after == before.replace("pipeline", "chestxray_demo", 1)
+    requirements = (dry_run / "space" / "requirements.txt").read_text().split()
+    names = {re.split(r"[<>=!~]", line)[0].replace("_", "-") for line in requirements}
+    assert {"gradio", "torch", "transformers", "pillow", "pydicom", "huggingface-hub"} <= names
+    assert not {"chestxray-pipeline", "pipeline", "playwright"} & names  # published packages the page needs only
+
+
+def test_the_space_app_builds_and_scores_like_predict_without_this_project(dry_run):
+    env = {"CHESTXRAY_MODEL": str(dry_run / "model"), "HF_HUB_OFFLINE": "1"}
+    result = run_without_project(SCORE_AN_EXAMPLE, EXAMPLE, cwd=dry_run / "space", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    predicted = Predictor.from_pretrained(dry_run / "model").predict([str(SAMPLE_ROOT / "images" / EXAMPLE)])[0]
+    assert scores == pytest.approx(predicted["probabilities"], abs=1e-6)
