@@ -45,7 +45,7 @@ NIH_ATTRIBUTION = (
     "Example images: NIH ChestX-ray14 test split, NIH Clinical Center "
     "([download](https://nihcc.app.box.com/v/ChestXray-NIHCC)); Wang et al., *ChestX-ray8*, CVPR 2017."
 )
-TABLE_HEADERS = ["Finding", "Probability", "Threshold", "Above threshold"]
+TABLE_HEADERS = ["Finding", "Probability", "Threshold", "Positive"]
 DISPLAY_SIZE = 448  # px, the longer side of the heat map on the page
 SESSION_SECONDS = 900  # a session's decoded image is dropped after this long, or when its tab closes
 MAX_UPLOAD = "100mb"
@@ -123,7 +123,8 @@ def heatmap_html(explanation: explain.Explanation) -> str:
 
 
 def findings_table(result: dict[str, Any], thresholds: dict[str, float]) -> list[list[Any]]:
-    """One row per finding, most probable first: name, probability, threshold, whether it is reached."""
+    """One row per finding, most probable first: name, probability, threshold, and "yes" where the probability
+    reaches the threshold (a positive, as `chestxray predict` calls it)."""
     ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
     return [
         [name, round(p, 4), round(thresholds[name], 4), "yes" if name in result["positives"] else "no"]

@@ -217,7 +217,7 @@ def test_gradio_client_gets_predicts_numbers_and_a_readable_error(server, predic
 
     client = Client(server.url, verbose=False)
     table, _, figure = client.predict(handle_file(str(XRAY)), "Grad-CAM", api_name="/predict")
-    assert table["headers"] == ["Finding", "Probability", "Threshold", "Above threshold"]
+    assert table["headers"] == ["Finding", "Probability", "Threshold", "Positive"]
     assert {row[0]: row[1] for row in table["data"]} == pytest.approx(predicted, abs=1e-4)
     assert figure.startswith('<figure id="heatmap"><img') and "data:image/png;base64," in figure
     broken = tmp_path / "broken.png"
