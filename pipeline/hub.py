@@ -138,13 +138,18 @@ def _check_repo_id(repo_id: str, option: str) -> None:
         raise PushError(f"invalid {option} {repo_id!r}: {str(exc).splitlines()[0]}") from exc
 
 
+def _check_space(space_id: str) -> None:
+    """Refuse a bad Space id, or a Space without Gradio installed, before anything is written."""
+    _check_repo_id(space_id, "--space")
+    if importlib.util.find_spec("gradio") is None:
+        raise PushError(f"--space needs Gradio (its version goes into the Space): {DEMO_INSTALL_HINT}")
+
+
 def write_space(folder: str | Path, space_id: str, repo_id: str, *, license: str = DEFAULT_LICENSE) -> list[str]:
     """Write into the empty `folder` the demo Space of the model `repo_id` (see `pipeline.space`)."""
     from pipeline.space import write_space_folder
 
-    _check_repo_id(space_id, "--space")
-    if importlib.util.find_spec("gradio") is None:
-        raise PushError(f"--space needs Gradio (its version goes into the Space): {DEMO_INSTALL_HINT}")
+    _check_space(space_id)
     examples = [(example.path, example.title) for example in example_images()]
     return write_space_folder(folder, space_id, repo_id, examples, license=license)
 
@@ -171,6 +176,8 @@ def prepare_dry_run(
     the Space folder side by side, `out_dir/model` and `out_dir/space`); never replaces a non-empty folder
     unless `overwrite`, and never one that holds the run itself."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if space_id is not None:
+        _check_space(space_id)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
@@ -215,6 +222,8 @@ def push_run(
         raise PushError(f"not logged in to the Hub: {LOGIN_HINT}")
     if constants.is_offline_mode():
         raise PushError("the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload")
+    if space_id is not None:
+        _check_space(space_id)
     with tempfile.TemporaryDirectory(prefix="chestxray-push-") as tmp:
         model_dir, space_dir = Path(tmp) / "model", Path(tmp) / "space"
         model_dir.mkdir()

@@ -78,3 +78,11 @@ def test_the_space_app_builds_and_scores_like_predict_without_this_project(dry_r
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     predicted = Predictor.from_pretrained(dry_run / "model").predict([str(SAMPLE_ROOT / "images" / EXAMPLE)])[0]
     assert scores == pytest.approx(predicted["probabilities"], abs=1e-6)
+
+
+def test_a_bad_space_id_is_one_line_and_writes_nothing(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    argv = ["push", str(run), "--repo-id", "me/tiny-cxr", "--space", "bad id!", "--dry-run", str(tmp_path / "up")]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("error: invalid --space 'bad id!'")
+    assert not (tmp_path / "up").exists()
