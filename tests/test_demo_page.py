@@ -20,10 +20,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from run_folder_factory import SAMPLE_ROOT, make_run_folder
+from test_images import write_dicom
 
 from pipeline.cli import main
 from pipeline.labels import FINDINGS
@@ -97,16 +102,17 @@ def server(run_dir, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def predicted(run_dir) -> dict[str, float]:
-    """`chestxray predict --format json` on the X-ray: finding → probability."""
-    from contextlib import redirect_stdout
-    from io import StringIO
-
+def _predict(run_dir: Path, image: Path) -> dict[str, float]:
+    """`chestxray predict --format json` on one image: finding → probability."""
     out = StringIO()
     with redirect_stdout(out):
-        assert main(["predict", "--model", str(run_dir), "--format", "json", str(XRAY)]) == 0
+        assert main(["predict", "--model", str(run_dir), "--format", "json", str(image)]) == 0
     return json.loads(out.getvalue())[0]["probabilities"]
+
+
+@pytest.fixture(scope="module")
+def predicted(run_dir) -> dict[str, float]:
+    return _predict(run_dir, XRAY)
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -211,7 +217,7 @@ def test_page_in_a_real_browser(server, predicted, run_dir, tmp_path):
             browser.close()
 
 
-def test_gradio_client_gets_predicts_numbers_and_a_readable_error(server, predicted, tmp_path):
+def test_gradio_client_matches_predict_on_png_and_dicom_and_reads_errors(server, predicted, run_dir, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -220,11 +226,16 @@ def test_gradio_client_gets_predicts_numbers_and_a_readable_error(server, predic
     assert table["headers"] == ["Finding", "Probability", "Threshold", "Positive"]
     assert {row[0]: row[1] for row in table["data"]} == pytest.approx(predicted, abs=1e-4)
     assert figure.startswith('<figure id="heatmap"><img') and "data:image/png;base64," in figure
+    # A 12-bit MONOCHROME1 DICOM through the same upload: predict's decoding (rescale, inversion) and scores.
+    pixels = np.asarray(Image.open(XRAY).convert("L").resize((64, 64)), dtype=np.uint16) * 16
+    dicom = write_dicom(tmp_path / "xray.dcm", 4095 - pixels, "MONOCHROME1")
+    table, _, _ = client.predict(handle_file(str(dicom)), "Grad-CAM", api_name="/predict")
+    assert {row[0]: row[1] for row in table["data"]} == pytest.approx(_predict(run_dir, dicom), abs=1e-4)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(AppError, match=r"broken\.png: not a readable image file"):
         client.predict(handle_file(str(broken)), "Grad-CAM", api_name="/predict")
-    assert not [path for path in server.files() if path.name in (XRAY.name, broken.name)]
+    assert not [path for path in server.files() if path.name in (XRAY.name, dicom.name, broken.name)]
 
 
 def test_server_exits_on_sigterm_and_leaves_no_upload_folder(server):
