@@ -12,6 +12,7 @@ import pytest
 import yaml
 from isolation import run_without_project
 from run_folder_factory import SAMPLE_ROOT, make_run_folder
+from test_hub import recorded_hub  # noqa: F401  (a fixture: HfApi calls recorded offline)
 
 from pipeline.cli import main
 from pipeline.predict import Predictor
@@ -22,6 +23,7 @@ EXAMPLE = "00004296_000.png"
 
 SCORE_AN_EXAMPLE = """
 import json, sys
+sys.dont_write_bytecode = True  # leave the Space folder as written (python -I ignores PYTHONDONTWRITEBYTECODE)
 sys.path.insert(0, ".")
 import app  # builds the page, as the Space does
 from chestxray_demo.demo_page import DemoModel
@@ -32,6 +34,9 @@ print(json.dumps(DemoModel(app.MODEL).scores(load_image("examples/" + sys.argv[1
 """
 
 
+SPACE_ARGS = ["--repo-id", "me/tiny-cxr", "--space", "me/tiny-cxr-demo"]
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> Path:
     if importlib.util.find_spec("gradio") is None:
@@ -39,8 +44,7 @@ def dry_run(tmp_path_factory) -> Path:
         pytest.fail(message) if IN_CI else pytest.skip(message)
     root = tmp_path_factory.mktemp("space")
     run = make_run_folder(root / "run", with_checkpoint=False)
-    argv = ["push", str(run), "--repo-id", "me/tiny-cxr", "--space", "me/tiny-cxr-demo", "--dry-run", str(root / "up")]
-    assert main(argv) == 0
+    assert main(["push", str(run), *SPACE_ARGS, "--dry-run", str(root / "up")]) == 0
     return root / "up"
 
 
@@ -82,7 +86,22 @@ def test_the_space_app_builds_and_scores_like_predict_without_this_project(dry_r
 
 def test_a_bad_space_id_is_one_line_and_writes_nothing(tmp_path, capsys):
     run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    capsys.readouterr()
     argv = ["push", str(run), "--repo-id", "me/tiny-cxr", "--space", "bad id!", "--dry-run", str(tmp_path / "up")]
     assert main(argv) == 1
     assert capsys.readouterr().err.startswith("error: invalid --space 'bad id!'")
     assert not (tmp_path / "up").exists()
+
+
+def test_push_uploads_the_model_then_the_space_as_in_the_dry_run(dry_run, recorded_hub, tmp_path, capsys):  # noqa: F811
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    assert main(["push", str(run), *SPACE_ARGS]) == 0
+    assert [name for name, _ in recorded_hub] == ["create_repo", "upload_folder", "create_repo", "upload_folder"]
+    _, (_, model), (_, space_repo), (_, space) = recorded_hub
+    assert model["repo_id"] == "me/tiny-cxr" and "repo_type" not in model
+    assert space_repo["repo_id"] == "me/tiny-cxr-demo"
+    assert space_repo["repo_type"] == "space" and space_repo["space_sdk"] == "gradio"
+    assert space["repo_id"] == "me/tiny-cxr-demo" and space["repo_type"] == "space"
+    for upload, folder in ((model, dry_run / "model"), (space, dry_run / "space")):
+        assert set(upload["contents"]) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert "https://huggingface.co/spaces/me/tiny-cxr-demo" in capsys.readouterr().out
