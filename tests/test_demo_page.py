@@ -226,6 +226,8 @@ def test_gradio_client_matches_predict_on_png_and_dicom_and_reads_errors(server,
     assert table["headers"] == ["Finding", "Probability", "Threshold", "Positive"]
     assert {row[0]: row[1] for row in table["data"]} == pytest.approx(predicted, abs=1e-4)
     assert figure.startswith('<figure id="heatmap"><img') and "data:image/png;base64," in figure
+    _, _, rollout = client.predict(handle_file(str(XRAY)), "attention rollout", api_name="/predict")
+    assert "Attention rollout" in rollout and "Grad-CAM" not in rollout  # the ViT's finding-independent view
     # A 12-bit MONOCHROME1 DICOM through the same upload: predict's decoding (rescale, inversion) and scores.
     pixels = np.asarray(Image.open(XRAY).convert("L").resize((64, 64)), dtype=np.uint16) * 16
     dicom = write_dicom(tmp_path / "xray.dcm", 4095 - pixels, "MONOCHROME1")
