@@ -176,7 +176,9 @@ class Uploads:
         """Delete an upload (and its per-upload folder) inside this folder; the shipped examples stay."""
         upload = upload.resolve()
         example = self.examples.get(upload.name)
-        if self.folder not in upload.parents or (example and example.read_bytes() == upload.read_bytes()):
+        if not upload.is_file() or self.folder not in upload.parents:
+            return
+        if example and example.read_bytes() == upload.read_bytes():
             return
         upload.unlink(missing_ok=True)
         if upload.parent != self.folder and not any(upload.parent.iterdir()):
