@@ -63,5 +63,9 @@ def run_cli(args: argparse.Namespace) -> int:
         raise DemoError(f"cannot load model {args.model!r}: {str(error).splitlines()[0]}") from error
     demo = demo_page.build_demo(model, [(example.path, example.title) for example in example_images(EXAMPLES)])
     signal.signal(signal.SIGTERM, _stop)
-    demo_page.launch(demo, host=args.host, port=args.port, share=args.share)
+    try:
+        demo_page.launch(demo, host=args.host, port=args.port, share=args.share)
+    except OSError as error:  # a taken port or an address this machine does not have
+        reason = str(error).split(". ")[0]  # Gradio's advice that follows names its own parameters, not ours
+        raise DemoError(f"cannot serve on {args.host}:{args.port or 'a port from 7860'}: {reason}; try --port") from error
     return 0
