@@ -67,5 +67,6 @@ def run_cli(args: argparse.Namespace) -> int:
         demo_page.launch(demo, host=args.host, port=args.port, share=args.share)
     except OSError as error:  # a taken port or an address this machine does not have
         reason = str(error).split(". ")[0]  # Gradio's advice that follows names its own parameters, not ours
-        raise DemoError(f"cannot serve on {args.host}:{args.port or 'a port from 7860'}: {reason}; try --port") from error
+        where = f"{args.host}:{args.port or 'a port from 7860'}"
+        raise DemoError(f"cannot serve on {where}: {reason}; try another --port") from error
     return 0
