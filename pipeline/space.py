@@ -110,14 +110,18 @@ def third_party_imports(files: Iterable[Path]) -> set[str]:
 
 def requirements(modules: Iterable[str]) -> list[str]:
     """One line per published distribution that provides `modules`, with this project's version range for it
-    (from its installed metadata, extras included), sorted."""
+    (from its installed metadata, extras included; a bare name where it declares none), sorted."""
     providers = importlib.metadata.packages_distributions()
     missing = sorted(name for name in modules if name not in providers)
     if missing:
         raise SpaceError(f"no installed distribution provides {', '.join(missing)}; cannot write requirements.txt")
     distributions = {providers[name][0].lower().replace("_", "-") for name in modules}
+    try:
+        declared = importlib.metadata.requires(PROJECT_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        declared = []
     ranges: dict[str, str] = {}
-    for line in importlib.metadata.requires(PROJECT_DISTRIBUTION) or []:
+    for line in declared:
         requirement = line.partition(";")[0].strip()
         name = re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
         ranges.setdefault(name, requirement)
