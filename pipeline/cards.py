@@ -279,11 +279,13 @@ def render_model_card(
     revision: str | None = None,
     dataset_id: str | None = None,
     examples: list[ExampleImage] | None = None,
+    space_id: str | None = None,
 ) -> ModelCard:
     """The model card (README.md) of a run folder published as `repo_id`, rendered from `hub_cards/model_card.md`.
 
     `dataset_id` names the Hub dataset in the metadata (default: the run's dataset when it is a Hub id);
-    `examples` are the images uploaded under examples/ (default: `example_images()`).
+    `examples` are the images uploaded under examples/ (default: `example_images()`); `space_id` is the model's
+    demo Space, which the card links.
     """
     run = RunFolder(Path(run_dir))
     run_config = run.config()
@@ -349,4 +351,5 @@ def render_model_card(
         mean_auroc=_format(metrics["test_auroc_mean"]),
         references=REFERENCE_RESULTS,
         example_url=url_prefix + examples[0].repo_path if examples else "chest_xray.png",
+        space_id=space_id,
     )

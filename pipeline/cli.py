@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("pipeline.predict", "Predict the 14 findings for images, folders or DICOM files."),
     "compare": ("pipeline.report.command", "Compare training runs: report.md with tables and figures."),
     "study": ("pipeline.study", "Train every model of the comparison study, then write the report."),
+    "demo": ("pipeline.demo", "Serve a model's demo page (Gradio): upload an X-ray, see findings and heat maps."),
 }
 
 

@@ -1,7 +1,12 @@
-"""Where the models look: attention rollout for vision transformers, Grad-CAM for convolutional networks.
+"""Where the models look: Grad-CAM for one finding, for every model, and attention rollout for vision transformers.
+
+Grad-CAM weighs a layer's activations by the finding's gradient, so each finding gets its own map: on the last
+convolutional feature map of a CNN, and on the last block's patch tokens of a ViT (HF or timm), reshaped to the
+patch grid. Attention rollout does not depend on the finding; it stays available as the model-wide view.
 
 Maps are computed on the image exactly as the model's image processor prepares it (resize, crop, normalise),
 and NIH boxes are carried through the same processor, so map, image and box line up whatever the processor does.
+The report and the demo page (`chestxray demo`) draw the same maps.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pipeline.labels import FINDINGS, UnknownFindingError, normalize_finding
 # BBox_List_2017.csv coordinates refer to the 1024 × 1024 images of the NIH release.
 NIH_IMAGE_SIZE = 1024
 BBOX_HEADER = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
+GRAD_CAM = "Grad-CAM"
+ROLLOUT = "attention rollout"
 
 
 class ExplainError(UserError, ValueError):
@@ -96,10 +103,15 @@ def load_model(run_dir: str | Path, trust_remote_code: bool = False) -> tuple[Pr
         raise ExplainError(
             f"{run_dir}: the model needs the custom code in its folder; read it, then pass --trust-remote-code"
         ) from error
+    return with_attention_weights(model).eval(), processor
+
+
+def with_attention_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """The model, switched to transformers' eager attention where it has attention: SDPA kernels return no
+    attention weights for rollout (timm ViTs are handled in `attentions_and_grid`)."""
     if uses_attention(model) and timm_attention_modules(model) is None:
-        # SDPA kernels return no attention weights; the eager path does.
         model.set_attn_implementation("eager")
-    return model.eval(), processor
+    return model
 
 
 def timm_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
@@ -124,13 +136,11 @@ def attentions_and_grid(
     timm ViT the fused path is switched off and the softmax output is read where it enters `attn_drop`. The
     grid of a hybrid follows its ResNet stem's total stride (16), which timm's patch embedding reports.
     """
-    size = tuple(pixel_values.shape[-2:])
     modules = timm_attention_modules(model)
     if modules is None:
         with torch.no_grad():
             attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
-        patch = model.config.patch_size
-        return attentions, (size[0] // patch, size[1] // patch)
+        return attentions, patch_grid(model, pixel_values)
     captured: list[torch.Tensor] = []
     fused = [module.fused_attn for module in modules]
     handles = [module.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in modules]
@@ -143,8 +153,29 @@ def attentions_and_grid(
         for module, was_fused, handle in zip(modules, fused, handles, strict=True):
             module.fused_attn = was_fused
             handle.remove()
-    rows, columns = model.timm_model.patch_embed.grid_size
-    return captured, (int(rows), int(columns))
+    return captured, patch_grid(model, pixel_values)
+
+
+def patch_grid(model: PreTrainedModel, pixel_values: torch.Tensor) -> tuple[int, int]:
+    """The (rows, columns) of a ViT's patch tokens: timm's patch embedding reports it (a hybrid's follows its
+    ResNet stem's stride), an HF ViT's is the input size over the patch size."""
+    timm_model = getattr(model, "timm_model", None)
+    if timm_model is not None:
+        rows, columns = timm_model.patch_embed.grid_size
+        return int(rows), int(columns)
+    patch = model.config.patch_size
+    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+
+
+def last_block(model: PreTrainedModel) -> torch.nn.Module:
+    """The last transformer block of a ViT: timm's `blocks`, HF's `layers` (transformers ≥ 5.2x) or `encoder.layer`."""
+    timm_model = getattr(model, "timm_model", None)
+    base = model.base_model
+    for blocks in (getattr(timm_model, "blocks", None), getattr(base, "layers", None), getattr(base, "encoder", None)):
+        blocks = getattr(blocks, "layer", blocks)
+        if isinstance(blocks, torch.nn.ModuleList | torch.nn.Sequential) and len(blocks):
+            return blocks[-1]
+    raise ExplainError(f"{type(model).__name__}: no transformer blocks found for Grad-CAM")
 
 
 def preprocess(image: Image.Image, processor: object) -> torch.Tensor:
@@ -165,7 +196,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor], grid: tuple[int, int])
     identity = torch.eye(tokens)
     rollout = identity
     for layer in attentions:
-        mixed = 0.5 * layer[0].float().mean(dim=0) + 0.5 * identity
+        mixed = 0.5 * layer[0].float().cpu().mean(dim=0) + 0.5 * identity
         rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
     return rollout[0, -patches:].reshape(grid).detach().numpy()
 
@@ -193,24 +224,54 @@ def last_feature_map_layer(model: torch.nn.Module, pixel_values: torch.Tensor) -
     return found[-1]
 
 
+def _activation_and_gradient(
+    model: PreTrainedModel, pixel_values: torch.Tensor, layer: torch.nn.Module, class_index: int, *, entering: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensor leaving `layer` (or, `entering`, its first tensor input) for the first image, and the gradient
+    of logit `class_index` with respect to it.
+
+    `autograd.grad` computes that one gradient only: the parameters' `.grad` are neither filled nor touched.
+    """
+    captured: list[torch.Tensor] = []
+
+    def keep_input(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append(next(x for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor)))
+
+    if entering:
+        handle = layer.register_forward_pre_hook(keep_input, with_kwargs=True)
+    else:
+        handle = layer.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        with torch.enable_grad():
+            logit = model(pixel_values=pixel_values).logits[0, class_index]
+    finally:
+        handle.remove()
+    (gradient,) = torch.autograd.grad(logit, captured[-1])
+    return captured[-1][0].detach().float(), gradient[0].float()
+
+
 def grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) of one logit on the last feature map, at that map's resolution."""
     layer = last_feature_map_layer(model, pixel_values)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        captured["activation"] = output
-        output.register_hook(lambda gradient: captured.__setitem__("gradient", gradient))
-
-    handle = layer.register_forward_hook(keep)
-    try:
-        model.zero_grad(set_to_none=True)
-        model(pixel_values=pixel_values).logits[0, class_index].backward()
-    finally:
-        handle.remove()
-    activation, gradient = captured["activation"][0].detach(), captured["gradient"][0]
+    activation, gradient = _activation_and_gradient(model, pixel_values, layer, class_index, entering=False)
     weights = gradient.mean(dim=(1, 2))
-    return torch.relu(torch.einsum("c,chw->hw", weights, activation)).numpy()
+    return torch.relu(torch.einsum("c,chw->hw", weights, activation)).cpu().numpy()
+
+
+def token_grad_cam(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM on the tokens entering a ViT's last block, on the patch grid: the patch tokens (the last
+    rows × columns, after the class token and any register tokens) play the feature map's pixels, the hidden size
+    its channels. The tokens the last block puts out reach a class-token head only through the class token, so
+    their patch tokens get no gradient; the tokens going in reach it through the last attention (as
+    pytorch-grad-cam's usual `blocks[-1].norm1` target does)."""
+    grid = patch_grid(model, pixel_values)
+    block = last_block(model)
+    activation, gradient = _activation_and_gradient(model, pixel_values, block, class_index, entering=True)
+    patches = grid[0] * grid[1]
+    if patches >= activation.shape[0]:
+        raise ExplainError(f"{activation.shape[0]} tokens cannot hold a class token and a {grid[0]}×{grid[1]} grid")
+    weights = gradient[-patches:].mean(dim=0)
+    return torch.relu(activation[-patches:] @ weights).reshape(grid).cpu().numpy()
 
 
 def _to_input_size(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -222,15 +283,28 @@ def _to_input_size(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (upsampled / peak if peak > 0 else upsampled).numpy()
 
 
-def heatmap(model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int) -> tuple[np.ndarray, str]:
-    """The map for one image at input resolution, and the method's name (rollout is not class-specific)."""
+def methods(model: PreTrainedModel) -> tuple[str, ...]:
+    """The maps this model offers: Grad-CAM (per finding) always, attention rollout (model-wide) for ViTs."""
+    return (GRAD_CAM, ROLLOUT) if uses_attention(model) else (GRAD_CAM,)
+
+
+def heatmap(
+    model: PreTrainedModel, pixel_values: torch.Tensor, class_index: int, method: str = GRAD_CAM
+) -> tuple[np.ndarray, str]:
+    """The map for one image at input resolution, 0–1, and the method's name.
+
+    Grad-CAM (the default) depends on `class_index`; rollout, for ViTs only, does not.
+    """
     size = tuple(pixel_values.shape[-2:])
-    if uses_attention(model):
+    if method not in methods(model):
+        raise ExplainError(f"{type(model).__name__} has no {method!r} map; it has {', '.join(methods(model))}")
+    if method == ROLLOUT:
         attentions, grid = attentions_and_grid(model, pixel_values)
         if not attentions:
             raise ExplainError(f"{type(model).__name__} returned no attention weights")
-        return _to_input_size(attention_rollout(attentions, grid), size), "attention rollout"
-    return _to_input_size(grad_cam(model, pixel_values, class_index), size), "Grad-CAM"
+        return _to_input_size(attention_rollout(attentions, grid), size), ROLLOUT
+    cam = token_grad_cam if uses_attention(model) else grad_cam
+    return _to_input_size(cam(model, pixel_values, class_index), size), GRAD_CAM
 
 
 def box_after_preprocessing(
@@ -252,7 +326,7 @@ def box_after_preprocessing(
 
 def _display_image(pixel_values: torch.Tensor) -> np.ndarray:
     """The first channel of the processed image, stretched back to 0–255 for display."""
-    channel = pixel_values[0, 0].numpy()
+    channel = pixel_values[0, 0].float().cpu().numpy()
     span = channel.max() - channel.min()
     return ((channel - channel.min()) / (span if span > 0 else 1.0) * 255).astype(np.uint8)
 
@@ -263,14 +337,15 @@ def explain_image(
     image: Image.Image,
     finding: str | None = None,
     boxes: Sequence[Box] = (),
+    method: str = GRAD_CAM,
 ) -> Explanation:
-    """Explain one stored image for `finding` (default: the model's most probable finding).
+    """Explain one stored image for `finding` (default: the model's most probable finding) with `method`.
 
     `boxes` are NIH boxes in 1024 px coordinates; those of `finding` are drawn.
     """
-    pixel_values = preprocess(image, processor)
+    pixel_values = preprocess(image, processor).to(device=model.device, dtype=model.dtype)
     with torch.no_grad():
-        probs = torch.sigmoid(model(pixel_values=pixel_values).logits[0]).numpy()
+        probs = torch.sigmoid(model(pixel_values=pixel_values).logits[0].float()).cpu().numpy()
     label2id = {name: int(index) for name, index in model.config.label2id.items()}
     if finding is None:
         finding = model.config.id2label[int(np.argmax(probs))]
@@ -280,7 +355,7 @@ def explain_image(
     mapped = [
         box_after_preprocessing(scale_box(b, image.size), image.size, processor) for b in boxes if b.finding == finding
     ]
-    heat, method = heatmap(model, pixel_values, class_index)
+    heat, method = heatmap(model, pixel_values, class_index, method)
     return Explanation(
         _display_image(pixel_values),
         heat,

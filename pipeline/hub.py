@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from pipeline import run_folder
 from pipeline.cards import DEFAULT_LICENSE, custom_code_files, example_images, render_model_card
+from pipeline.demo import INSTALL_HINT as DEMO_INSTALL_HINT
 from pipeline.errors import UserError
 from pipeline.run_folder import RunFolder, RunFolderError
 
@@ -94,21 +96,26 @@ def write_upload_folder(
     revision: str | None = None,
     license: str = DEFAULT_LICENSE,
     dataset_id: str | None = None,
+    space_id: str | None = None,
 ) -> list[str]:
     """Write into the empty `folder` everything a push of `run_dir` uploads; return the paths, sorted.
 
-    The model card is rendered for `repo_id`/`revision` and the shipped NIH example images go under examples/.
+    The model card is rendered for `repo_id`/`revision` (linking the demo Space `space_id`, if any) and the
+    shipped NIH example images go under examples/.
     """
     run_dir, folder = Path(run_dir), Path(folder)
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise PushError(f"invalid --repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+    _check_repo_id(repo_id, "--repo-id")
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: run folder not found")
     examples = example_images()
     card = render_model_card(
-        run_dir, repo_id, license=license, revision=revision, dataset_id=dataset_id, examples=examples
+        run_dir,
+        repo_id,
+        license=license,
+        revision=revision,
+        dataset_id=dataset_id,
+        examples=examples,
+        space_id=space_id,
     )
     for path in _run_files(run_dir):
         shutil.copy2(path, folder / path.name)
@@ -117,6 +124,29 @@ def write_upload_folder(
         shutil.copy2(example.path, folder / example.repo_path)
     card.save(folder / "README.md")
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def _check_repo_id(repo_id: str, option: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PushError(f"invalid {option} {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def _check_space(space_id: str) -> None:
+    """Refuse a bad Space id, or a Space without Gradio installed, before anything is written."""
+    _check_repo_id(space_id, "--space")
+    if importlib.util.find_spec("gradio") is None:
+        raise PushError(f"--space needs Gradio (its version goes into the Space): {DEMO_INSTALL_HINT}")
+
+
+def write_space(folder: str | Path, space_id: str, repo_id: str, *, license: str = DEFAULT_LICENSE) -> list[str]:
+    """Write into the empty `folder` the demo Space of the model `repo_id` (see `pipeline.space`)."""
+    from pipeline.space import write_space_folder
+
+    _check_space(space_id)
+    examples = [(example.path, example.title) for example in example_images()]
+    return write_space_folder(folder, space_id, repo_id, examples, license=license)
 
 
 def _check_no_token(folder: Path, token: str | None) -> None:
@@ -129,11 +159,20 @@ def _check_no_token(folder: Path, token: str | None) -> None:
 
 
 def prepare_dry_run(
-    run_dir: str | Path, out_dir: str | Path, repo_id: str, *, overwrite: bool = False, **options: str | None
+    run_dir: str | Path,
+    out_dir: str | Path,
+    repo_id: str,
+    *,
+    overwrite: bool = False,
+    space_id: str | None = None,
+    **options: str | None,
 ) -> list[str]:
-    """Write exactly the folder that `push_run` would upload to `out_dir`; never replaces a non-empty
-    folder unless `overwrite`, and never one that holds the run itself."""
+    """Write exactly the folder that `push_run` would upload to `out_dir` (with `space_id`: the model folder and
+    the Space folder side by side, `out_dir/model` and `out_dir/space`); never replaces a non-empty folder
+    unless `overwrite`, and never one that holds the run itself."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if space_id is not None:
+        _check_space(space_id)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
@@ -141,7 +180,16 @@ def prepare_dry_run(
             raise PushError(f"{out_dir} holds the run folder {run_dir}; choose another --dry-run folder")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_upload_folder(run_dir, out_dir, repo_id, **options)
+    if space_id is None:
+        files = write_upload_folder(run_dir, out_dir, repo_id, **options)
+    else:
+        model_dir, space_dir = out_dir / "model", out_dir / "space"
+        model_dir.mkdir()
+        space_dir.mkdir()
+        model_files = write_upload_folder(run_dir, model_dir, repo_id, space_id=space_id, **options)
+        files = [f"model/{name}" for name in model_files]
+        license = options.get("license") or DEFAULT_LICENSE
+        files += [f"space/{name}" for name in write_space(space_dir, space_id, repo_id, license=license)]
     _check_no_token(out_dir, get_token())
     return files
 
@@ -156,19 +204,30 @@ def push_run(
     token: str | None = None,
     license: str = DEFAULT_LICENSE,
     dataset_id: str | None = None,
+    space_id: str | None = None,
 ) -> str:
     """Publish a run folder as the model repo `repo_id` in one commit; return the commit's URL.
 
-    Uploads the model, image processor, custom code, card, thresholds, results and example images; the token
-    (default: the logged-in one) only goes to `HfApi`, never into a file.
+    Uploads the model, image processor, custom code, card, thresholds, results and example images; with
+    `space_id`, then the demo Space (a Gradio Space repo) in a second commit. The token (default: the logged-in
+    one) only goes to `HfApi`, never into a file.
     """
     token = token or get_token()
     if not token:
         raise PushError(f"not logged in to the Hub: {LOGIN_HINT}")
     if constants.is_offline_mode():
         raise PushError("the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload")
+    if space_id is not None:
+        _check_space(space_id)
     with tempfile.TemporaryDirectory(prefix="chestxray-push-") as tmp:
-        write_upload_folder(run_dir, tmp, repo_id, revision=revision, license=license, dataset_id=dataset_id)
+        model_dir, space_dir = Path(tmp) / "model", Path(tmp) / "space"
+        model_dir.mkdir()
+        write_upload_folder(
+            run_dir, model_dir, repo_id, revision=revision, license=license, dataset_id=dataset_id, space_id=space_id
+        )
+        if space_id:
+            space_dir.mkdir()
+            write_space(space_dir, space_id, repo_id, license=license)
         _check_no_token(Path(tmp), token)
         api = HfApi(token=token)
         try:
@@ -177,12 +236,21 @@ def push_run(
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             commit = api.upload_folder(
                 repo_id=repo_id,
-                folder_path=tmp,
+                folder_path=model_dir,
                 revision=revision,
                 commit_message=commit_message or f"Upload {Path(run_dir).name} (chest X-ray classifier)",
             )
         except Exception as exc:  # any Hub/network failure: one line, not a traceback
             raise PushError(f"upload to {repo_id} failed: {describe_hub_error(exc)}") from exc
+        if space_id:
+            try:
+                api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+                api.upload_folder(
+                    repo_id=space_id, repo_type="space", folder_path=space_dir, commit_message=f"Demo of {repo_id}"
+                )
+            except Exception as exc:  # the model is up; say that the Space is not
+                reason = describe_hub_error(exc)
+                raise PushError(f"{repo_id} is published, but the Space {space_id} failed: {reason}") from exc
     return commit.commit_url
 
 
@@ -194,29 +262,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-message", help="Commit message (default: names the run).")
     parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"License in the card (default: {DEFAULT_LICENSE}).")
     parser.add_argument("--dataset-id", help="Hub dataset id for the card (default: the run's, if a Hub id).")
-    parser.add_argument("--dry-run", type=Path, metavar="DIR", help="Write the folder that would be uploaded to DIR.")
+    parser.add_argument(
+        "--space",
+        metavar="ORG/NAME",
+        help="Also publish the model's demo page as this Gradio Space (needs the extra: pip install -e '.[demo]').",
+    )
+    parser.add_argument(
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="Write the folder that would be uploaded to DIR (with --space: DIR/model and DIR/space).",
+    )
     parser.add_argument("--overwrite", action="store_true", help="With --dry-run: replace a non-empty DIR.")
 
 
-def _print_listing(folder: Path, files: list[str], repo_id: str) -> None:
+def _print_listing(folder: Path, files: list[str], repo_id: str, space_id: str | None) -> None:
     sizes = {name: (folder / name).stat().st_size for name in files}
     for name in files:
         print(f"{sizes[name]:>12,}  {name}")
     total = sum(sizes.values()) / 1e6
-    print(f"dry run: {len(files)} files ({total:.1f} MB) in {folder} would be pushed to {repo_id}; nothing uploaded")
+    target = f"{repo_id} (model/) and the Space {space_id} (space/)" if space_id else repo_id
+    print(f"dry run: {len(files)} files ({total:.1f} MB) in {folder} would be pushed to {target}; nothing uploaded")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     options = {"revision": args.revision, "license": args.license, "dataset_id": args.dataset_id}
+    options["space_id"] = args.space
     try:
         if args.dry_run is not None:
             files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
-            _print_listing(args.dry_run, files, args.repo_id)
+            _print_listing(args.dry_run, files, args.repo_id, args.space)
         else:
             url = push_run(
                 args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options
             )
             print(f"pushed {args.run_dir} to {url}")
+            if args.space:
+                print(f"demo page: https://huggingface.co/spaces/{args.space}")
     except (PushError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ if [ ! -f "$STAMP" ] || ! cmp -s pyproject.toml "$STAMP"; then
     # This pin is what CPU-only development machines here install; any torch in pyproject's range works.
     .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \
         || .venv/bin/python -m pip install --quiet torch torchvision
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    # The demo extra (Gradio, Playwright) is for `chestxray demo` and its browser tests; it holds Pillow at 12.x.
+    .venv/bin/python -m pip install --quiet -e ".[dev,demo,tracking]"
     cp pyproject.toml "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from run_folder_factory import SAMPLE_ROOT, tiny_model
 from transformers import ViTImageProcessor
 
 from pipeline import explain
+from pipeline.labels import FINDINGS
 from pipeline.paper_cnn import PaperCNNForImageClassification
 
 
@@ -38,9 +40,59 @@ def test_rollout_of_a_real_vit_has_the_patch_grid_shape_and_varies(vit_run):
     assert len(attentions) == model.config.num_hidden_layers
     grid = explain.attention_rollout(attentions, (4, 4))  # 32 px / 8 px patches
     assert grid.shape == (4, 4) and grid.std() > 0
-    heat, method = explain.heatmap(model, pixel_values, class_index=0)
+    heat, method = explain.heatmap(model, pixel_values, class_index=0, method=explain.ROLLOUT)
     assert method == "attention rollout"
     assert heat.shape == (32, 32) and heat.min() == 0 and heat.max() == pytest.approx(1) and heat.std() > 0
+    # Rollout does not depend on the finding.
+    assert np.array_equal(heat, explain.heatmap(model, pixel_values, class_index=5, method=explain.ROLLOUT)[0])
+
+
+def _assert_token_grad_cam_is_finding_specific(model, pixel_values, grid):
+    """Grad-CAM on the patch tokens entering the last block equals a hand computation from those tokens and the
+    logit's gradient (by `torch.autograd.grad`), on the patch grid, and differs per finding."""
+    block = explain.last_block(model)
+    outputs = []
+    handle = block.register_forward_pre_hook(lambda _m, args: outputs.append(args[0]))
+    logits = model(pixel_values=pixel_values).logits
+    handle.remove()
+    patches = grid[0] * grid[1]
+    cams = []
+    for k in range(3):
+        (gradient,) = torch.autograd.grad(logits[0, k], outputs[0], retain_graph=True)
+        expected = torch.relu(outputs[0][0, -patches:] @ gradient[0, -patches:].mean(dim=0)).reshape(grid)
+        cam = explain.token_grad_cam(model, pixel_values, class_index=k)
+        assert cam.shape == grid
+        np.testing.assert_allclose(cam, expected.detach().numpy(), rtol=1e-4, atol=1e-6)
+        cams.append(cam)
+    assert any(cam.std() > 0 for cam in cams) and not np.allclose(cams[0], cams[1])
+    assert all(p.grad is None for p in model.parameters())  # only the activation's gradient was computed
+    heat, method = explain.heatmap(model, pixel_values, class_index=1)
+    assert method == "Grad-CAM" and heat.shape == tuple(pixel_values.shape[-2:])
+    assert explain.methods(model) == ("Grad-CAM", "attention rollout")
+
+
+def test_grad_cam_of_an_hf_vit_is_per_finding_on_the_patch_grid(vit_run):
+    model, processor = explain.load_model(vit_run)
+    _assert_token_grad_cam_is_finding_specific(model, explain.preprocess(_xray(), processor), (4, 4))
+
+
+def test_grad_cam_of_a_timm_vit_is_per_finding_on_the_patch_grid():
+    from pipeline.models import build_model
+
+    vit = SimpleNamespace(
+        model_name_or_path=None,
+        pretrained=False,
+        model_type=None,
+        config_overrides={"model_args": {"depth": 2, "embed_dim": 32, "num_heads": 2}},
+        image_size=32,
+        attn_implementation="sdpa",
+        timm_architecture="vit_tiny_patch16_224",
+        trust_remote_code=False,
+    )
+    torch.manual_seed(0)
+    model = build_model(vit, names=list(FINDINGS)).eval()
+    pixel_values = torch.randn(1, 3, 32, 32)
+    _assert_token_grad_cam_is_finding_specific(model, pixel_values, (2, 2))
 
 
 def test_rollout_rows_stay_distributions():
@@ -63,6 +115,9 @@ def test_grad_cam_on_a_real_resnet_uses_the_last_stage_and_varies(resnet_run):
     assert not np.allclose(cams[0], cams[1])  # class-specific
     heat, method = explain.heatmap(model, pixel_values, class_index=0)
     assert method == "Grad-CAM" and heat.shape == (32, 32)
+    assert explain.methods(model) == ("Grad-CAM",)
+    with pytest.raises(explain.ExplainError, match="no 'attention rollout' map"):
+        explain.heatmap(model, pixel_values, class_index=0, method=explain.ROLLOUT)
 
 
 def test_grad_cam_on_the_paper_cnn_loaded_without_remote_code(tmp_path):

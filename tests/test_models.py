@@ -274,5 +274,6 @@ def test_vit_resnet_hybrid_at_64_px_trains_saves_reloads_and_shows_real_attentio
     assert all(a.shape == (1, 2, 17, 17) for a in attentions)  # class token + 16 patches, per head
     assert all(torch.allclose(a.sum(dim=-1), torch.ones(1, 2, 17)) for a in attentions)  # softmax rows
     assert all(block.attn.fused_attn for block in reloaded.timm_model.blocks)  # switched back on
-    heatmap, method = explain.heatmap(reloaded, pixels, class_index=0)
+    heatmap, method = explain.heatmap(reloaded, pixels, class_index=0, method=explain.ROLLOUT)
     assert method == "attention rollout" and heatmap.shape == (64, 64) and heatmap.max() == pytest.approx(1.0)
+    assert explain.token_grad_cam(reloaded, pixels, class_index=0).shape == (4, 4)  # the hybrid's stem stride
