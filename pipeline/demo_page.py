@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import csv
 import html
 import io
 import json
@@ -35,7 +34,6 @@ from PIL import Image
 from pipeline import explain, run_folder
 from pipeline.images import ImageDecodeError, load_image
 from pipeline.predict import Predictor
-from pipeline.published import OFFICIAL_TEST_IMAGES
 
 DISCLAIMER = (
     "**Research model, not a diagnostic device.** It was trained on NIH ChestX-ray14, whose labels were mined "
@@ -67,7 +65,7 @@ def model_file(model: str, name: str, revision: str | None = None) -> Path | Non
 def test_split_note(model: str, revision: str | None = None) -> str:
     """Which test split the model's numbers come from, saying "partial" unless it is all 25,596 official images.
 
-    The size is `test_samples` of test_results.json, else the rows of test_predictions.csv (a run folder).
+    The split is `test_split.json` where the model has it, else the rows of test_predictions.csv (older runs).
     """
     results_path = model_file(model, run_folder.TEST_RESULTS, revision)
     if results_path is None:
@@ -75,22 +73,17 @@ def test_split_note(model: str, revision: str | None = None) -> str:
     results = json.loads(results_path.read_text(encoding="utf-8"))
     auroc = results.get("test_auroc_mean")
     headline = f"Mean AUROC {auroc:.3f}" if isinstance(auroc, int | float) else "Test results"
-    count = results.get("test_samples") or _rows(model_file(model, run_folder.TEST_PREDICTIONS, revision))
-    if count == OFFICIAL_TEST_IMAGES:
-        return f"{headline} on the official NIH ChestX-ray14 test split ({count:,} images)."
-    if count:
-        return (
-            f"{headline} on a **partial** test split: {count:,} of the {OFFICIAL_TEST_IMAGES:,} official NIH "
-            "ChestX-ray14 test images, not comparable with published results."
-        )
-    return f"{headline} on this model's test split, whose size is not recorded (it may be partial)."
-
-
-def _rows(path: Path | None) -> int | None:
-    if path is None:
-        return None
-    with path.open(newline="", encoding="utf-8") as handle:
-        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+    for name in (run_folder.TEST_SPLIT, run_folder.TEST_PREDICTIONS):  # fetched beside test_results.json
+        model_file(model, name, revision)
+    record = run_folder.RunFolder(results_path.parent).test_split()
+    if record is None:
+        return f"{headline} on this model's test split, whose size is not recorded (it may be partial)."
+    if record.complete:
+        return f"{headline} on the official NIH ChestX-ray14 test split ({record.images:,} images)."
+    return (
+        f"{headline} on a **partial** NIH ChestX-ray14 test split: {record.describe()}, not comparable with "
+        "published results."
+    )
 
 
 def overlay(image: np.ndarray, heat: np.ndarray) -> Image.Image:
