@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import (
     HfHubHTTPError,
-    HFValidationError,
     LocalTokenNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
-from huggingface_hub.utils import validate_repo_id
 
 from pipeline import run_folder
-from pipeline.cards import (
-    DEFAULT_LICENSE,
-    RunFolderError,
-    custom_code_files,
-    example_images,
-    read_json,
-    render_model_card,
-)
 from pipeline.errors import UserError
+from pipeline.locations import check_repo_id
+
+# pipeline.cards (datasets, numpy) is imported where a card is rendered, so that `push --help` is instant.
 
 # Network errors come from the HTTP client huggingface_hub uses (httpx/httpx2), which are not OSErrors.
 _NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3")
@@ -79,16 +72,39 @@ class PushError(UserError, RuntimeError):
 
 def _run_files(run_dir: Path) -> list[Path]:
     """The run folder's files that are published (model, processor, custom code, results), checked to exist."""
+    from pipeline.cards import RunFolderError, custom_code_files, read_json
+
     missing = [name for name in MODEL_FILES if not (run_dir / name).is_file()]
     weights = sorted({path for pattern in WEIGHT_PATTERNS for path in run_dir.glob(pattern)})
     if not weights:
         missing.append("model.safetensors")
-    code = [run_dir / name for name in custom_code_files(read_json(run_dir / "config.json"))] if not missing else []
+    code = []
+    if not missing:
+        model_config = read_json(run_dir / "config.json")
+        _check_auto_map(run_dir, model_config)
+        code = [run_dir / name for name in custom_code_files(model_config)]
     missing += [path.name for path in code if not path.is_file()]
     if missing:
         raise RunFolderError(f"{run_dir}: missing {', '.join(missing)}; is it a run folder written by training?")
     results = [run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()]
-    return [*(run_dir / name for name in MODEL_FILES), *weights, *code, *results]
+    files = [*(run_dir / name for name in MODEL_FILES), *weights, *code, *results]
+    outside = [path.name for path in files if not path.resolve().is_relative_to(run_dir.resolve())]
+    if outside:
+        raise PushError(f"{run_dir}: {', '.join(outside)} link(s) to files outside the run folder; refusing to publish")
+    return files
+
+
+def _check_auto_map(run_dir: Path, model_config: dict[str, Any]) -> None:
+    """Custom code must be a module beside config.json: `auto_map` can name any path, and only files inside
+    the run folder may ever be uploaded."""
+    for key, references in (model_config.get("auto_map") or {}).items():
+        for reference in references if isinstance(references, list) else [references]:
+            module = str(reference).split("--")[-1].rsplit(".", 1)[0]
+            if not module.isidentifier():
+                raise PushError(
+                    f"{run_dir / 'config.json'}: auto_map entry {key!r} = {reference!r} does not name a module "
+                    "inside the run folder; only files inside the run folder are published"
+                )
 
 
 def write_upload_folder(
@@ -97,31 +113,41 @@ def write_upload_folder(
     repo_id: str,
     *,
     revision: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     dataset_id: str | None = None,
 ) -> list[str]:
     """Write into the empty `folder` everything a push of `run_dir` uploads; return the paths, sorted.
 
-    The model card is rendered for `repo_id`/`revision` and the shipped NIH example images go under examples/.
+    The model card is rendered for `repo_id`/`revision` (with `license`, default: the card's) and the shipped
+    NIH example images go under examples/.
     """
+    from pipeline.cards import example_images, render_model_card
+
     run_dir, folder = Path(run_dir), Path(folder)
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise PushError(f"invalid --repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from exc
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: run folder not found")
+    _check_run_dir(run_dir)
+    check_repo_id(repo_id, "--repo-id")
+    files = _run_files(run_dir)
     examples = example_images()
     card = render_model_card(
-        run_dir, repo_id, license=license, revision=revision, dataset_id=dataset_id, examples=examples
+        run_dir,
+        repo_id,
+        revision=revision,
+        dataset_id=dataset_id,
+        examples=examples,
+        **({"license": license} if license else {}),
     )
-    for path in _run_files(run_dir):
+    for path in files:
         shutil.copy2(path, folder / path.name)
     (folder / "examples").mkdir()
     for example in examples:
         shutil.copy2(example.path, folder / example.repo_path)
     card.save(folder / "README.md")
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise PushError(f"{run_dir}: run folder not found")
 
 
 def _check_no_token(folder: Path, token: str | None) -> None:
@@ -137,17 +163,24 @@ def prepare_dry_run(
     run_dir: str | Path, out_dir: str | Path, repo_id: str, *, overwrite: bool = False, **options: str | None
 ) -> list[str]:
     """Write exactly the folder that `push_run` would upload to `out_dir`; never replaces a non-empty
-    folder unless `overwrite`, and never one that holds the run itself."""
+    folder unless `overwrite`, and never one that holds the run itself. A failure leaves no `out_dir` behind
+    (an empty one the user had stays)."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    _check_run_dir(run_dir)
+    check_repo_id(repo_id, "--repo-id")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
         if out_dir == run_dir or out_dir in run_dir.parents:
             raise PushError(f"{out_dir} holds the run folder {run_dir}; choose another --dry-run folder")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_upload_folder(run_dir, out_dir, repo_id, **options)
-    _check_no_token(out_dir, get_token())
+    # Written beside out_dir and moved into place at the end: a failure, or a kill, never leaves a half folder.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
+        files = write_upload_folder(run_dir, tmp, repo_id, **options)
+        _check_no_token(Path(tmp), get_token())
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        Path(tmp).rename(out_dir)
     return files
 
 
@@ -159,7 +192,7 @@ def push_run(
     revision: str | None = None,
     commit_message: str | None = None,
     token: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     dataset_id: str | None = None,
 ) -> str:
     """Publish a run folder as the model repo `repo_id` in one commit; return the commit's URL.
@@ -167,6 +200,8 @@ def push_run(
     Uploads the model, image processor, custom code, card, thresholds, results and example images; the token
     (default: the logged-in one) only goes to `HfApi`, never into a file.
     """
+    _check_run_dir(Path(run_dir))
+    check_repo_id(repo_id, "--repo-id")
     token = token or get_token()
     if not token:
         raise PushError(f"not logged in to the Hub: {LOGIN_HINT}")
@@ -197,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", help="Branch to push to (created if missing; default: main).")
     parser.add_argument("--commit-message", help="Commit message (default: names the run).")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"License in the card (default: {DEFAULT_LICENSE}).")
+    parser.add_argument("--license", help="License in the card (default: apache-2.0, the card's own).")
     parser.add_argument("--dataset-id", help="Hub dataset id for the card (default: the run's, if a Hub id).")
     parser.add_argument("--dry-run", type=Path, metavar="DIR", help="Write the folder that would be uploaded to DIR.")
     parser.add_argument("--overwrite", action="store_true", help="With --dry-run: replace a non-empty DIR.")
@@ -211,18 +246,12 @@ def _print_listing(folder: Path, files: list[str], repo_id: str) -> None:
     print(f"dry run: {len(files)} files ({total:.1f} MB) in {folder} would be pushed to {repo_id}; nothing uploaded")
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace) -> None:
     options = {"revision": args.revision, "license": args.license, "dataset_id": args.dataset_id}
-    try:
-        if args.dry_run is not None:
-            files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
-            _print_listing(args.dry_run, files, args.repo_id)
-        else:
-            url = push_run(
-                args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options
-            )
-            print(f"pushed {args.run_dir} to {url}")
-    except (PushError, RunFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    check_repo_id(args.repo_id, "--repo-id")
+    if args.dry_run is not None:
+        files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
+        _print_listing(args.dry_run, files, args.repo_id)
+    else:
+        url = push_run(args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options)
+        print(f"pushed {args.run_dir} to {url}")

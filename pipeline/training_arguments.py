@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 
 from pipeline.arguments import ConfigError
 from pipeline.hardware import bf16_supported
+from pipeline.locations import check_repo_id
 
 
 @dataclass
@@ -64,6 +65,8 @@ class ChestXrayTrainingArguments(TrainingArguments):
             self.dataloader_persistent_workers = self.dataloader_num_workers > 0
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("push_to_hub needs hub_model_id (ORG/NAME of the model repo)")
+        if self.push_to_hub:
+            check_repo_id(self.hub_model_id, "hub_model_id")
         if self.loss_pos_weight not in (None, "auto"):
             raise ConfigError(f"loss_pos_weight must be 'auto' or unset, got {self.loss_pos_weight!r}")
         super().__post_init__()

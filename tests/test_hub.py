@@ -134,7 +134,7 @@ def test_dry_run_refuses_a_non_empty_folder_without_overwrite(vit_run, tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
     assert (out / "mine.txt").read_text() == "keep me"
@@ -143,7 +143,7 @@ def test_dry_run_refuses_a_non_empty_folder_without_overwrite(vit_run, tmp_path,
 
 
 def test_overwrite_never_deletes_the_run_folder(vit_run, capsys):
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(vit_run.parent), "--overwrite"]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(vit_run.parent), "--overwrite"]) == 2
     assert "holds the run folder" in capsys.readouterr().err
     assert (vit_run / "model.safetensors").is_file()
 
@@ -151,7 +151,7 @@ def test_overwrite_never_deletes_the_run_folder(vit_run, capsys):
 def test_missing_model_file_is_named(tmp_path, capsys):
     run = make_run_folder(tmp_path / "run", with_checkpoint=False)
     (run / "model.safetensors").unlink()
-    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 1
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 2
     assert "missing model.safetensors" in capsys.readouterr().err
 
 
@@ -211,7 +211,7 @@ def test_push_refuses_a_folder_that_contains_the_token(tmp_path, recorded_hub):
 
 def test_push_without_a_token_says_how_to_log_in(vit_run, monkeypatch, capsys):
     monkeypatch.setattr(hub, "get_token", lambda: None)
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: not logged in") and "hf auth login" in err and err.count("\n") == 1
 
@@ -224,7 +224,7 @@ def _run_push_subprocess(vit_run: Path, **env: str) -> subprocess.CompletedProce
 
 def test_offline_push_fails_with_one_line(vit_run):
     result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="1")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "offline" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert FAKE_TOKEN not in result.stdout + result.stderr
@@ -232,7 +232,7 @@ def test_offline_push_fails_with_one_line(vit_run):
 
 def test_unreachable_hub_fails_with_one_line(vit_run):
     result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(f"error: upload to {REPO_ID} failed: cannot reach the Hub")
     assert result.stderr.count("\n") == 1 and FAKE_TOKEN not in result.stdout + result.stderr
 
