@@ -23,7 +23,7 @@ from transformers import pipeline as hf_pipeline
 
 from pipeline import explain
 from pipeline.labels import FINDINGS
-from pipeline.models import build_image_processor, build_model, is_convolutional
+from pipeline.models import ModelConfigError, build_image_processor, build_model, is_convolutional
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
 
 NAMES = list(FINDINGS)
@@ -209,7 +209,7 @@ def test_pretrained_timm_architecture_starts_from_its_hub_checkpoint(monkeypatch
         raise OSError("offline")
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", offline_from_pretrained)
-    with pytest.raises(OSError, match="offline"):
+    with pytest.raises(ModelConfigError, match=r"'timm/densenet121\.tv_in1k': offline"):
         build_model(spec(timm_architecture="densenet121.tv_in1k"), names=NAMES)
     assert requested == ["timm/densenet121.tv_in1k"]
 
