@@ -27,6 +27,7 @@ from pipeline import train
 from pipeline.arguments import parse_args
 from pipeline.cards import example_images
 from pipeline.cli import main
+from pipeline.errors import UserError
 from pipeline.labels import FINDINGS
 
 REPO_ID = "org/chest-vit"
@@ -153,6 +154,52 @@ def test_missing_model_file_is_named(tmp_path, capsys):
     (run / "model.safetensors").unlink()
     assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 2
     assert "missing model.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repo_id", ["justname", "org/team/name", "org/bad name"])
+def test_a_repo_id_that_is_not_org_slash_name_is_refused_up_front(repo_id, tmp_path, capsys):
+    assert main(["push", str(tmp_path / "no_such_run"), "--repo-id", repo_id, "--dry-run", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --repo-id {repo_id!r} is not a Hub repo id") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_hub_model_id_must_be_org_slash_name(tmp_path):
+    flags = ["--model_type", "vit", "--dataset_name_or_path", "d", "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(UserError, match="hub_model_id 'justname' is not a Hub repo id"):
+        parse_args([*flags, "--push_to_hub", "true", "--hub_model_id", "justname"])
+
+
+def test_a_failed_dry_run_leaves_no_folder_behind(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (run / "preprocessor_config.json").unlink()
+    out = tmp_path / "new" / "out"
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
+    assert "missing preprocessor_config.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*") if "run" not in p.parts) == ["new"]  # no out, no partial
+
+
+def test_auto_map_cannot_reach_outside_the_run_folder(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (tmp_path / "settings_secret.py").write_text("TOKEN = 'secret'")
+    config = json.loads((run / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "../settings_secret.X"}
+    (run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    capsys.readouterr()  # the factory's "Writing model shards" bar
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "auto_map entry 'AutoConfig' = '../settings_secret.X'" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_link_to_a_file_outside_the_run_folder_is_refused(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (tmp_path / "elsewhere.json").write_text("{}")
+    (run / "eval_results.json").unlink()
+    (run / "eval_results.json").symlink_to(tmp_path / "elsewhere.json")
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 2
+    assert "eval_results.json link(s) to files outside the run folder" in capsys.readouterr().err
 
 
 @pytest.fixture
