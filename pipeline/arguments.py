@@ -100,7 +100,6 @@ class DataArguments:
     )
 
 
-
 def __getattr__(name: str) -> Any:
     # The training arguments import transformers and torch (seconds): loaded when a run needs them, so that a
     # recipe's --help and its YAML errors answer at once.

@@ -153,6 +153,7 @@ class Predictor:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         from pipeline import paper_cnn  # noqa: F401  (registers "paper_cnn", so run folders load without remote code)
+
         hub_kwargs = {"revision": revision} if revision else {}
         try:
             model = AutoModelForImageClassification.from_pretrained(

@@ -79,4 +79,3 @@ def default_num_workers() -> int:
     """This process's share of the CPUs, one left for the process itself."""
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(0, min(16, (os.cpu_count() or 1) // local_world_size - 1))
-

@@ -43,9 +43,7 @@ ELSEWHERE = pytest.mark.xfail(run=False, reason="this subcommand's module still 
 
 
 def run_python(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(
