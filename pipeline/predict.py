@@ -83,10 +83,12 @@ def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:
 
 def describe_load_error(error: BaseException, name_or_dir: str | Path) -> str:
     """One line for a model that failed to load (transformers' messages run to many lines, with a table)."""
+    from safetensors import SafetensorError
+
     message = str(error)
     if "ignore_mismatched_sizes" in message:
         return "the shapes in its config.json do not match its weights (config.json edited, or from another model?)"
-    if type(error).__name__ == "SafetensorError":
+    if isinstance(error, SafetensorError):
         damaged = [path for path in sorted(Path(name_or_dir).glob("*.safetensors")) if not _safetensors_readable(path)]
         where = damaged[0] if damaged else "a *.safetensors weights file"
         return f"{where} is truncated or damaged ({message}); copy or download it again"
