@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on a tiny CPU config and write complete JSON lines (no timing checks)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -190,3 +191,14 @@ def test_convert_benchmark_refuses_a_non_positive_num_proc(capsys):
     with pytest.raises(SystemExit):
         convert.measure(["--num-proc", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_startup_benchmark_smoke(tmp_path):
+    output = tmp_path / "results.jsonl"
+    script = str(REPO / "benchmarks" / "cli_startup.py")
+    flags = ["--repeats", "1", "--only", "push --help", "--checkout", str(REPO), "--output", str(output)]
+    subprocess.run([sys.executable, script, *flags], check=True, capture_output=True)
+    result = read_line(output)
+    assert result["repeats"] == 1 and {"cpu", "python", "torch", "command"} <= set(result)
+    (median,) = result["median_s"].values()
+    assert median > 0
