@@ -173,14 +173,21 @@ def prepare_dry_run(
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
         if out_dir == run_dir or out_dir in run_dir.parents:
             raise PushError(f"{out_dir} holds the run folder {run_dir}; choose another --dry-run folder")
-    # Written beside out_dir and moved into place at the end: a failure, or a kill, never leaves a half folder.
+    # Written beside out_dir and moved into place at the end: a failure never leaves a half folder, nor the
+    # parent folders made for it.
+    created = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
-        files = write_upload_folder(run_dir, tmp, repo_id, **options)
-        _check_no_token(Path(tmp), get_token())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        Path(tmp).rename(out_dir)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
+            files = write_upload_folder(run_dir, tmp, repo_id, **options)
+            _check_no_token(Path(tmp), get_token())
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            Path(tmp).rename(out_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
     return files
 
 

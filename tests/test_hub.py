@@ -176,7 +176,7 @@ def test_a_failed_dry_run_leaves_no_folder_behind(tmp_path, capsys):
     out = tmp_path / "new" / "out"
     assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
     assert "missing preprocessor_config.json" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.rglob("*") if "run" not in p.parts) == ["new"]  # no out, no partial
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]  # no out, no partial folder, no new/
 
 
 def test_auto_map_cannot_reach_outside_the_run_folder(tmp_path, capsys):
