@@ -168,6 +168,8 @@ def prepare_dry_run(
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
     _check_run_dir(run_dir)
     check_repo_id(repo_id, "--repo-id")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PushError(f"--dry-run {out_dir} is a file; give a folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")

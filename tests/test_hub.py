@@ -179,6 +179,12 @@ def test_a_failed_dry_run_leaves_no_folder_behind(tmp_path, capsys):
     assert [path.name for path in tmp_path.iterdir()] == ["run"]  # no out, no partial folder, no new/
 
 
+def test_a_dry_run_into_a_file_is_refused(vit_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "notes.txt")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_auto_map_cannot_reach_outside_the_run_folder(tmp_path, capsys):
     run = make_run_folder(tmp_path / "run", with_checkpoint=False)
     (tmp_path / "settings_secret.py").write_text("TOKEN = 'secret'")
