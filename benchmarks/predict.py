@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from benchmarks.common import environment, model_description, rates, recipe_argv, scratch_folder  # noqa: E402
 from benchmarks.machine import report  # noqa: E402
 from pipeline.arguments import parse_args  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.labels import FINDINGS  # noqa: E402
 from pipeline.models import build_image_processor, build_model  # noqa: E402
 from pipeline.predict import Predictor, expand_inputs  # noqa: E402
@@ -97,9 +98,10 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, rest = parser.parse_known_args(argv)
     if args.images % args.batch_size:
         parser.error(f"--images {args.images} is not a multiple of --batch-size {args.batch_size}")
-    files, errors = expand_inputs([args.images_dir])
-    if errors:
-        parser.error("; ".join(errors))
+    try:
+        files = expand_inputs([args.images_dir])
+    except UserError as error:
+        parser.error(str(error))
     files = [str(path) for path in itertools.islice(itertools.cycle(files), args.images)]
     with scratch_folder(args.workdir) as workdir:
         predictor, description = build_predictor(args, rest, workdir)

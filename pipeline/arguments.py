@@ -7,19 +7,20 @@ that none of them has is an error naming that key.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
+import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
 
 from pipeline.errors import UserError
-from pipeline.hardware import bf16_supported
-from pipeline.tracking import check_report_to, default_report_to
+
+if TYPE_CHECKING:
+    from pipeline.training_arguments import ChestXrayTrainingArguments
 
 
 class ConfigError(UserError, ValueError):
@@ -99,110 +100,123 @@ class DataArguments:
     )
 
 
-@dataclass
-class ChestXrayTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with defaults for multi-label X-ray classification and a few extra fields."""
+def __getattr__(name: str) -> Any:
+    # The training arguments import transformers and torch (seconds): loaded when a run needs them, so that a
+    # recipe's --help and its YAML errors answer at once.
+    if name == "ChestXrayTrainingArguments":
+        from pipeline.training_arguments import ChestXrayTrainingArguments
 
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
-    logging_strategy: str = "steps"
-    logging_steps: float = 10
-    save_total_limit: int | None = 2
-    load_best_model_at_end: bool = True
-    metric_for_best_model: str | None = "auroc_mean"
-    greater_is_better: bool | None = True
-    # The image column must reach the transform, which the Trainer's column pruning would drop.
-    remove_unused_columns: bool = False
-    label_names: list[str] | None = field(default_factory=lambda: ["labels"])
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; default: on where the GPU has it."}
-    )
-    dataloader_num_workers: int | None = field(
-        default=None, metadata={"help": "DataLoader workers per process; default: this process's share of the CPUs."}
-    )
-    dataloader_pin_memory: bool | None = field(
-        default=None, metadata={"help": "Pinned host memory for faster copies to the GPU; default: on with a GPU."}
-    )
-    dataloader_persistent_workers: bool | None = field(
-        default=None, metadata={"help": "Keep workers between epochs; default: on when there are workers."}
-    )
-    # The multi-label BCE is a per-batch mean; the token-count averaging meant for language models would
-    # multiply it by the number of processes.
-    average_tokens_across_devices: bool = False
-    loss_pos_weight: str | None = field(
-        default=None,
-        metadata={"help": "'auto': weight each finding's positives by negatives/positives of the training split."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace a run already in output_dir (otherwise that is an error)."}
-    )
-    report_to: None | str | list[str] = field(  # noqa: RUF036  (the order HfArgumentParser reads)
-        default=None,
-        metadata={"help": "Trackers to log to (trackio, tensorboard, none, …); default: trackio where installed."},
-    )
-    project: str = field(default="chestxray14", metadata={"help": "Tracker project (trackio) the run is logged in."})
-    run_name: str | None = field(
-        default=None, metadata={"help": "The run's name in the tracker; default: the name of output_dir's folder."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.report_to is None:
-            self.report_to = default_report_to()
-        if self.bf16 is None:
-            self.bf16 = not self.use_cpu and bf16_supported()
-        if self.dataloader_num_workers is None:
-            self.dataloader_num_workers = default_num_workers()
-        if self.dataloader_pin_memory is None:
-            self.dataloader_pin_memory = not self.use_cpu and torch.cuda.is_available()
-        if self.dataloader_persistent_workers is None:
-            self.dataloader_persistent_workers = self.dataloader_num_workers > 0
-        if self.push_to_hub and not self.hub_model_id:
-            raise ConfigError("push_to_hub needs hub_model_id (ORG/NAME of the model repo)")
-        if self.loss_pos_weight not in (None, "auto"):
-            raise ConfigError(f"loss_pos_weight must be 'auto' or unset, got {self.loss_pos_weight!r}")
-        super().__post_init__()
-        check_report_to(self.report_to)
-        if self.run_name is None:
-            # Stable across resumes: trackio continues a run of the same name, so its curves go on.
-            self.run_name = Path(self.output_dir).name
-        if self.lr_scheduler_type == "reduce_lr_on_plateau" and self.greater_is_better:
-            # A plateau of AUROC means it stopped rising; torch's default mode "min" would cut the rate as it rises.
-            self.lr_scheduler_kwargs = {"mode": "max", **(self.lr_scheduler_kwargs or {})}
+        return ChestXrayTrainingArguments
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def default_num_workers() -> int:
-    """This process's share of the CPUs, one left for the process itself."""
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(0, min(16, (os.cpu_count() or 1) // local_world_size - 1))
-
-
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, ChestXrayTrainingArguments)
+RECIPE_USAGE = "usage: {prog} --config {configs}/RECIPE.yaml [--key value ...]"
 
 
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, ChestXrayTrainingArguments]:
     """Parse `--config recipe.yaml [--key value …]`: the YAML gives defaults, flags override them."""
-    config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("--config", type=Path)
-    known, rest = config_parser.parse_known_args(argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    parser.add_argument("--config", type=Path, help="YAML recipe; flags given after it override its keys.")
-    if known.config is not None:
-        apply_yaml_defaults(parser, load_yaml(known.config))
+    values, rest = read_recipe(argv)
+    parser = _training_parser()
+    if "--help-all" in rest:
+        parser.print_help()
+        raise SystemExit(0)
+    apply_yaml_defaults(parser, values)
     try:
-        *dataclasses_, _namespace = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+        *dataclasses_, _namespace, unknown = parser.parse_args_into_dataclasses(
+            args=rest, look_for_args_file=False, return_remaining_strings=True
+        )
     except ConfigError:
         raise
-    except ValueError as error:  # unknown flags, and TrainingArguments' own checks of the combination
+    except ValueError as error:  # TrainingArguments' own checks of the combination
         raise ConfigError(str(error)) from None
+    if unknown:
+        raise ConfigError(f"unknown flag(s) {' '.join(unknown)}: spell a flag out in full; --help-all lists them")
     return tuple(dataclasses_)
 
 
+def read_recipe(argv: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The recipe's YAML values and the other flags; answers no arguments, `--help` and a broken YAML at once,
+    before transformers is imported."""
+    argv = sys.argv[1:] if argv is None else argv
+    config_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    config_parser.add_argument("--config", type=Path)
+    config_parser.add_argument("-h", "--help", action="store_true")
+    known, rest = config_parser.parse_known_args(argv)
+    if known.help:
+        print(recipe_help())
+        raise SystemExit(0)
+    if not argv:
+        print(usage(), file=sys.stderr)
+        raise ConfigError(f"no recipe: pass --config with one of {configs_dir()}/*.yaml (--help lists the keys)")
+    return (load_yaml(known.config) if known.config is not None else {}), rest
+
+
+def _training_parser() -> argparse.ArgumentParser:
+    """HfArgumentParser over the three dataclasses: whole flags only, and its errors are `ConfigError`s."""
+    from transformers import HfArgumentParser
+
+    from pipeline.training_arguments import ChestXrayTrainingArguments
+
+    class RecipeParser(HfArgumentParser):
+        def error(self, message: str):  # argparse would print the 130-line usage first
+            raise ConfigError(message)
+
+    # allow_abbrev=False: `--learning_rat 5e-4` is an unknown flag, not a silent `--learning_rate`.
+    parser = RecipeParser((ModelArguments, DataArguments, ChestXrayTrainingArguments), prog=_prog(), allow_abbrev=False)
+    parser.add_argument("--config", type=Path, help="YAML recipe; flags given after it override its keys.")
+    return parser
+
+
+def _prog() -> str:
+    return Path(sys.argv[0]).name or "recipe"
+
+
+def configs_dir() -> str:
+    """Where the shipped recipes are, as the user would type it: configs/ beside the running recipe script."""
+    return (Path(sys.argv[0]).parent / "configs").as_posix()
+
+
+def usage() -> str:
+    return RECIPE_USAGE.format(prog=_prog(), configs=configs_dir())
+
+
+def recipe_help() -> str:
+    """A short help: the recipes, then the model and data keys; TrainingArguments' 120 more under --help-all."""
+    recipes = sorted(path.stem for path in Path(configs_dir()).glob("*.yaml"))
+    lines = [
+        usage(),
+        "",
+        "Train a multi-label chest X-ray classifier from a YAML recipe; a --key flag overrides the recipe's key.",
+        *textwrap.wrap(f"Recipes in {configs_dir()}/: {', '.join(recipes) or '(none here)'}", 110),
+    ]
+    for group in (ModelArguments, DataArguments):
+        lines += ["", f"{group.__name__}: {group.__doc__.strip()}"]
+        for item in dataclasses.fields(group):
+            lines.append(f"  --{item.name:<22} {item.metadata.get('help', '')}".rstrip())
+    lines += [
+        "",
+        "Training: every field of transformers' TrainingArguments (output_dir, learning_rate, num_train_epochs, …),",
+        "plus loss_pos_weight and overwrite_output_dir. --help-all lists them all (imports transformers: slower).",
+    ]
+    return "\n".join(lines)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
+    """The recipe's keys and values; a syntax error or a Python tag is one line with file:line:column."""
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        if isinstance(error, yaml.constructor.ConstructorError) and "tag" in (error.problem or ""):
+            raise ConfigError(f"{where}: {error.problem}; a recipe holds plain values only") from None
+        raise ConfigError(f"{where}: YAML syntax error: {error.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"recipe {path} is not readable YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe {path}: expected a mapping of keys to values, got {type(values).__name__}")
     return {"__source__": str(path), **values}
@@ -210,6 +224,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def apply_yaml_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:
     """Make each YAML value the default of its flag, so a flag on the command line still wins."""
+    if not values:
+        return
     source = values.pop("__source__")
     actions = {action.dest: action for action in parser._actions}
     unknown = sorted(set(values) - set(actions))

@@ -1,7 +1,9 @@
-"""The `chestxray` command. Each subcommand lives in the module that does the work.
+"""The entry points: the `chestxray` command and the recipe scripts. Each subcommand lives in the module that
+does the work.
 
 A command module defines `add_arguments(parser)` and `run_cli(args) -> int | None`; it is imported only when
-its subcommand runs, so `chestxray --help` stays fast.
+its subcommand runs, and imports torch, transformers or datasets only inside the functions that use them, so
+that `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from pipeline.arguments import parse_args
 from pipeline.errors import run_main
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,15 +28,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Only the chosen subcommand imports its module and adds its arguments.
-    parser = argparse.ArgumentParser(prog="chestxray", description="Chest X-ray classifiers with 🤗 libraries.")
+    parser = argparse.ArgumentParser(
+        prog="chestxray", description="Chest X-ray classifiers with 🤗 libraries.", allow_abbrev=False
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         sub.set_defaults(_module=module)
         if argv[:1] == [name]:
             importlib.import_module(module).add_arguments(sub)
     args = parser.parse_args(argv)
     return run_main(lambda: importlib.import_module(args._module).run_cli(args))
+
+
+def run_recipe(argv: list[str] | None = None) -> int:
+    """The recipe scripts' entry point: the recipe and flags are checked before the training stack (datasets,
+    timm, the models) is imported; `pipeline.train.main` then trains."""
+    argv = sys.argv[1:] if argv is None else argv
+
+    def check() -> None:
+        parse_args(argv)
+
+    return run_main(check) or importlib.import_module("pipeline.train").main(argv)
 
 
 if __name__ == "__main__":

@@ -5,25 +5,25 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import (
     HfHubHTTPError,
-    HFValidationError,
     LocalTokenNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
-from huggingface_hub.utils import validate_repo_id
 
 from pipeline import run_folder
-from pipeline.cards import DEFAULT_LICENSE, custom_code_files, example_images, render_model_card
 from pipeline.demo import INSTALL_HINT as DEMO_INSTALL_HINT
 from pipeline.errors import UserError
+from pipeline.locations import check_repo_id
 from pipeline.run_folder import RunFolder, RunFolderError
+
+# pipeline.cards (datasets, numpy) is imported where a card is rendered, so that `push --help` is instant.
 
 # Network errors come from the HTTP client huggingface_hub uses (httpx/httpx2), which are not OSErrors.
 _NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3")
@@ -64,8 +64,8 @@ RESULT_FILES = (
     run_folder.ALL_RESULTS,
     run_folder.EVAL_RESULTS,
     run_folder.TEST_RESULTS,
-    run_folder.TEST_SPLIT,
     run_folder.RUN_CONFIG,
+    run_folder.TEST_SPLIT,
 )
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
 
@@ -76,16 +76,39 @@ class PushError(UserError, RuntimeError):
 
 def _run_files(run_dir: Path) -> list[Path]:
     """The run folder's files that are published (model, processor, custom code, results), checked to exist."""
+    from pipeline.cards import custom_code_files
+
     missing = [name for name in MODEL_FILES if not (run_dir / name).is_file()]
     weights = sorted({path for pattern in WEIGHT_PATTERNS for path in run_dir.glob(pattern)})
     if not weights:
         missing.append("model.safetensors")
-    code = [run_dir / name for name in custom_code_files(RunFolder(run_dir).model_config())] if not missing else []
+    code = []
+    if not missing:
+        model_config = RunFolder(run_dir).model_config()
+        _check_auto_map(run_dir, model_config)
+        code = [run_dir / name for name in custom_code_files(model_config)]
     missing += [path.name for path in code if not path.is_file()]
     if missing:
         raise RunFolderError(f"{run_dir}: missing {', '.join(missing)}; is it a run folder written by training?")
     results = [run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()]
-    return [*(run_dir / name for name in MODEL_FILES), *weights, *code, *results]
+    files = [*(run_dir / name for name in MODEL_FILES), *weights, *code, *results]
+    outside = [path.name for path in files if not path.resolve().is_relative_to(run_dir.resolve())]
+    if outside:
+        raise PushError(f"{run_dir}: {', '.join(outside)} link(s) to files outside the run folder; refusing to publish")
+    return files
+
+
+def _check_auto_map(run_dir: Path, model_config: dict[str, Any]) -> None:
+    """Custom code must be a module beside config.json: `auto_map` can name any path, and only files inside
+    the run folder may ever be uploaded."""
+    for key, references in (model_config.get("auto_map") or {}).items():
+        for reference in references if isinstance(references, list) else [references]:
+            module = str(reference).split("--")[-1].rsplit(".", 1)[0]
+            if not module.isidentifier():
+                raise PushError(
+                    f"{run_dir / 'config.json'}: auto_map entry {key!r} = {reference!r} does not name a module "
+                    "inside the run folder; only files inside the run folder are published"
+                )
 
 
 def write_upload_folder(
@@ -94,30 +117,32 @@ def write_upload_folder(
     repo_id: str,
     *,
     revision: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     dataset_id: str | None = None,
     space_id: str | None = None,
 ) -> list[str]:
     """Write into the empty `folder` everything a push of `run_dir` uploads; return the paths, sorted.
 
-    The model card is rendered for `repo_id`/`revision` (linking the demo Space `space_id`, if any) and the
-    shipped NIH example images go under examples/.
+    The model card is rendered for `repo_id`/`revision` (with `license`, default: the card's; linking the demo
+    Space `space_id`, if any) and the shipped NIH example images go under examples/.
     """
+    from pipeline.cards import example_images, render_model_card
+
     run_dir, folder = Path(run_dir), Path(folder)
-    _check_repo_id(repo_id, "--repo-id")
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: run folder not found")
+    _check_run_dir(run_dir)
+    check_repo_id(repo_id, "--repo-id")
+    files = _run_files(run_dir)
     examples = example_images()
     card = render_model_card(
         run_dir,
         repo_id,
-        license=license,
         revision=revision,
         dataset_id=dataset_id,
         examples=examples,
         space_id=space_id,
+        **({"license": license} if license else {}),
     )
-    for path in _run_files(run_dir):
+    for path in files:
         shutil.copy2(path, folder / path.name)
     (folder / "examples").mkdir()
     for example in examples:
@@ -126,27 +151,26 @@ def write_upload_folder(
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
-def _check_repo_id(repo_id: str, option: str) -> None:
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise PushError(f"invalid {option} {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise PushError(f"{run_dir}: run folder not found")
 
 
 def _check_space(space_id: str) -> None:
     """Refuse a bad Space id, or a Space without Gradio installed, before anything is written."""
-    _check_repo_id(space_id, "--space")
+    check_repo_id(space_id, "--space")
     if importlib.util.find_spec("gradio") is None:
         raise PushError(f"--space needs Gradio (its version goes into the Space): {DEMO_INSTALL_HINT}")
 
 
-def write_space(folder: str | Path, space_id: str, repo_id: str, *, license: str = DEFAULT_LICENSE) -> list[str]:
+def write_space(folder: str | Path, space_id: str, repo_id: str, *, license: str | None = None) -> list[str]:
     """Write into the empty `folder` the demo Space of the model `repo_id` (see `pipeline.space`)."""
+    from pipeline.cards import DEFAULT_LICENSE, example_images
     from pipeline.space import write_space_folder
 
     _check_space(space_id)
     examples = [(example.path, example.title) for example in example_images()]
-    return write_space_folder(folder, space_id, repo_id, examples, license=license)
+    return write_space_folder(folder, space_id, repo_id, examples, license=license or DEFAULT_LICENSE)
 
 
 def _check_no_token(folder: Path, token: str | None) -> None:
@@ -169,29 +193,52 @@ def prepare_dry_run(
 ) -> list[str]:
     """Write exactly the folder that `push_run` would upload to `out_dir` (with `space_id`: the model folder and
     the Space folder side by side, `out_dir/model` and `out_dir/space`); never replaces a non-empty folder
-    unless `overwrite`, and never one that holds the run itself."""
+    unless `overwrite`, and never one that holds the run itself. A failure leaves no `out_dir` behind (an empty
+    one the user had stays)."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    _check_run_dir(run_dir)
+    check_repo_id(repo_id, "--repo-id")
     if space_id is not None:
         _check_space(space_id)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PushError(f"--dry-run {out_dir} is a file; give a folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise PushError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
         if out_dir == run_dir or out_dir in run_dir.parents:
             raise PushError(f"{out_dir} holds the run folder {run_dir}; choose another --dry-run folder")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if space_id is None:
-        files = write_upload_folder(run_dir, out_dir, repo_id, **options)
-    else:
-        model_dir, space_dir = out_dir / "model", out_dir / "space"
-        model_dir.mkdir()
-        space_dir.mkdir()
-        model_files = write_upload_folder(run_dir, model_dir, repo_id, space_id=space_id, **options)
-        files = [f"model/{name}" for name in model_files]
-        license = options.get("license") or DEFAULT_LICENSE
-        files += [f"space/{name}" for name in write_space(space_dir, space_id, repo_id, license=license)]
-    _check_no_token(out_dir, get_token())
+    # Written beside out_dir and moved into place at the end: a failure never leaves a half folder, nor the
+    # parent folders made for it.
+    created = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
+            files = _write_push_folders(Path(tmp), run_dir, repo_id, space_id, **options)
+            _check_no_token(Path(tmp), get_token())
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            Path(tmp).rename(out_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
     return files
+
+
+def _write_push_folders(
+    folder: Path, run_dir: Path, repo_id: str, space_id: str | None, **options: str | None
+) -> list[str]:
+    """The model's upload folder in `folder`, or with `space_id` `folder/model` and `folder/space` side by side."""
+    if space_id is None:
+        return write_upload_folder(run_dir, folder, repo_id, **options)
+    (folder / "model").mkdir()
+    (folder / "space").mkdir()
+    files = [
+        f"model/{name}"
+        for name in write_upload_folder(run_dir, folder / "model", repo_id, space_id=space_id, **options)
+    ]
+    space = write_space(folder / "space", space_id, repo_id, license=options.get("license"))
+    return files + [f"space/{name}" for name in space]
 
 
 def push_run(
@@ -202,7 +249,7 @@ def push_run(
     revision: str | None = None,
     commit_message: str | None = None,
     token: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     dataset_id: str | None = None,
     space_id: str | None = None,
 ) -> str:
@@ -212,23 +259,22 @@ def push_run(
     `space_id`, then the demo Space (a Gradio Space repo) in a second commit. The token (default: the logged-in
     one) only goes to `HfApi`, never into a file.
     """
+    _check_run_dir(Path(run_dir))
+    check_repo_id(repo_id, "--repo-id")
+    if space_id is not None:
+        _check_space(space_id)
     token = token or get_token()
     if not token:
         raise PushError(f"not logged in to the Hub: {LOGIN_HINT}")
     if constants.is_offline_mode():
         raise PushError("the Hub is not reachable in offline mode (HF_HUB_OFFLINE=1); unset it to upload")
-    if space_id is not None:
-        _check_space(space_id)
     with tempfile.TemporaryDirectory(prefix="chestxray-push-") as tmp:
-        model_dir, space_dir = Path(tmp) / "model", Path(tmp) / "space"
-        model_dir.mkdir()
-        write_upload_folder(
-            run_dir, model_dir, repo_id, revision=revision, license=license, dataset_id=dataset_id, space_id=space_id
+        tmp = Path(tmp)
+        _write_push_folders(
+            tmp, Path(run_dir), repo_id, space_id, revision=revision, license=license, dataset_id=dataset_id
         )
-        if space_id:
-            space_dir.mkdir()
-            write_space(space_dir, space_id, repo_id, license=license)
-        _check_no_token(Path(tmp), token)
+        _check_no_token(tmp, token)
+        model_dir = tmp / "model" if space_id else tmp
         api = HfApi(token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
@@ -246,7 +292,7 @@ def push_run(
             try:
                 api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
                 api.upload_folder(
-                    repo_id=space_id, repo_type="space", folder_path=space_dir, commit_message=f"Demo of {repo_id}"
+                    repo_id=space_id, repo_type="space", folder_path=tmp / "space", commit_message=f"Demo of {repo_id}"
                 )
             except Exception as exc:  # the model is up; say that the Space is not
                 reason = describe_hub_error(exc)
@@ -260,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", help="Branch to push to (created if missing; default: main).")
     parser.add_argument("--commit-message", help="Commit message (default: names the run).")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"License in the card (default: {DEFAULT_LICENSE}).")
+    parser.add_argument("--license", help="License in the card (default: apache-2.0, the card's own).")
     parser.add_argument("--dataset-id", help="Hub dataset id for the card (default: the run's, if a Hub id).")
     parser.add_argument(
         "--space",
@@ -285,21 +331,19 @@ def _print_listing(folder: Path, files: list[str], repo_id: str, space_id: str |
     print(f"dry run: {len(files)} files ({total:.1f} MB) in {folder} would be pushed to {target}; nothing uploaded")
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    options = {"revision": args.revision, "license": args.license, "dataset_id": args.dataset_id}
-    options["space_id"] = args.space
-    try:
-        if args.dry_run is not None:
-            files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
-            _print_listing(args.dry_run, files, args.repo_id, args.space)
-        else:
-            url = push_run(
-                args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options
-            )
-            print(f"pushed {args.run_dir} to {url}")
-            if args.space:
-                print(f"demo page: https://huggingface.co/spaces/{args.space}")
-    except (PushError, RunFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def run_cli(args: argparse.Namespace) -> None:
+    options = {
+        "revision": args.revision,
+        "license": args.license,
+        "dataset_id": args.dataset_id,
+        "space_id": args.space,
+    }
+    check_repo_id(args.repo_id, "--repo-id")
+    if args.dry_run is not None:
+        files = prepare_dry_run(args.run_dir, args.dry_run, args.repo_id, overwrite=args.overwrite, **options)
+        _print_listing(args.dry_run, files, args.repo_id, args.space)
+    else:
+        url = push_run(args.run_dir, args.repo_id, private=args.private, commit_message=args.commit_message, **options)
+        print(f"pushed {args.run_dir} to {url}")
+        if args.space:
+            print(f"demo page: https://huggingface.co/spaces/{args.space}")

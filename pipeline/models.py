@@ -10,12 +10,15 @@ so `config.json` alone tells the Hub widget and `pipeline("image-classification"
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import timm
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -29,10 +32,12 @@ from transformers import (
     ViTImageProcessor,
 )
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from pipeline import paper_cnn  # noqa: F401  (registers model_type "paper_cnn" with the Auto classes)
 from pipeline.errors import UserError
 from pipeline.labels import id2label, label2id
+from pipeline.locations import looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +86,44 @@ def _checkpoint(spec: ModelSpec) -> str | None:
     return None
 
 
+def _check_offline_cache(checkpoint: str) -> None:
+    """Offline, a Hub checkpoint must already be in the cache: say so at once and name it."""
+    if not constants.is_offline_mode() or looks_like_local_path(checkpoint) or Path(checkpoint).exists():
+        return
+    if not isinstance(try_to_load_from_cache(checkpoint, "config.json"), str):
+        raise ModelConfigError(
+            f"{checkpoint!r} is not in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading it: download "
+            f"it once online (`hf download {checkpoint}`), or set model_name_or_path to a local folder holding it"
+        )
+
+
+def _load_config(spec: ModelSpec, checkpoint: str) -> PreTrainedConfig:
+    """The checkpoint's config; a refused custom-code model or an unreachable checkpoint is one line naming it."""
+    _check_offline_cache(checkpoint)
+    try:
+        return AutoConfig.from_pretrained(checkpoint, trust_remote_code=spec.trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ModelConfigError(
+            f"{checkpoint!r} needs its own code to load (auto_map in its config.json): read that code, then set "
+            "trust_remote_code: true to run it"
+        ) from None
+    except OSError as error:
+        raise ModelConfigError(f"cannot load {checkpoint!r}: {str(error).strip().splitlines()[0]}") from None
+
+
+def _config_for_model_type(model_type: str) -> PreTrainedConfig:
+    if model_type not in CONFIG_MAPPING:
+        closest = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(closest)}" if closest else "e.g. vit, resnet, convnext, paper_cnn"
+        raise ModelConfigError(f"unknown model_type {model_type!r} ({hint})")
+    return AutoConfig.for_model(model_type)
+
+
 def _base_config(spec: ModelSpec, checkpoint: str | None) -> PreTrainedConfig:
     if checkpoint is not None:
-        config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=spec.trust_remote_code)
+        config = _load_config(spec, checkpoint)
         if spec.model_type is not None and spec.model_type != config.model_type:
             raise ModelConfigError(
                 f"model_type={spec.model_type!r} contradicts the checkpoint {checkpoint!r}, "
@@ -103,7 +143,7 @@ def _base_config(spec: ModelSpec, checkpoint: str | None) -> PreTrainedConfig:
         raise ModelConfigError(
             "give model_name_or_path (a checkpoint), model_type (e.g. 'vit', 'paper_cnn') or timm_architecture"
         )
-    return AutoConfig.for_model(spec.model_type)
+    return _config_for_model_type(spec.model_type)
 
 
 def _apply_overrides(config: PreTrainedConfig, overrides: Mapping[str, Any]) -> None:

@@ -88,8 +88,14 @@ def write_json(path: Path, data: dict, **dump_options: Any) -> None:
 def read_thresholds(path: Path, labels: Sequence[str]) -> dict[str, float]:
     """thresholds.json: one threshold in [0, 1] for each of `labels`, in their order."""
     thresholds = read_json(path)
-    if not isinstance(thresholds, dict) or set(thresholds) != set(labels):
-        raise RunFolderError(f"{path}: expected one threshold for each of the model's findings: {', '.join(labels)}")
+    if (
+        not isinstance(thresholds, dict)
+        or set(thresholds) != set(labels)
+        or not all(isinstance(value, int | float) and 0 <= value <= 1 for value in thresholds.values())
+    ):
+        raise RunFolderError(
+            f"{path}: expected one threshold between 0 and 1 for each of the model's findings: {', '.join(labels)}"
+        )
     return {name: float(thresholds[name]) for name in labels}
 
 

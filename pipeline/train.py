@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
@@ -42,11 +43,13 @@ from pipeline.transforms import decode_transform, eval_transform, processor_geom
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the recipes: parse the YAML recipe and flags, train, evaluate, save."""
     try:
-        run(*parse_args(list(argv) if argv is not None else None))
+        output_dir = run(*parse_args(list(argv) if argv is not None else None))
     except (ConfigError, ModelConfigError, PushError, OSError) as error:
         # OSError: an existing output_dir, a missing dataset folder, a checkpoint the Hub cannot serve.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if PartialState().is_main_process:
+        print(f"run folder: {output_dir}")
     return 0
 
 

@@ -6,7 +6,7 @@ python recipes/convnet.py --config recipes/configs/<recipe>.yaml [--key value ..
 
 import sys
 
-from pipeline.train import main
+from pipeline.cli import run_recipe
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_recipe())

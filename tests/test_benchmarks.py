@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on a tiny CPU config and write complete JSON lines (no timing checks)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -202,3 +203,14 @@ def test_tracking_benchmark(tmp_path):
     assert_positive(result, ["step_callback_us", "training_log_us", "evaluation_log_us"])
     per_step = result["step_callback_us"] + result["training_log_us"] / 10
     assert result["overhead_fraction_of_training"] == pytest.approx(per_step / 100e3, rel=0.02, abs=1e-6)
+
+
+def test_cli_startup_benchmark_smoke(tmp_path):
+    output = tmp_path / "results.jsonl"
+    script = str(REPO / "benchmarks" / "cli_startup.py")
+    flags = ["--repeats", "1", "--only", "push --help", "--checkout", str(REPO), "--output", str(output)]
+    subprocess.run([sys.executable, script, *flags], check=True, capture_output=True)
+    result = read_line(output)
+    assert result["repeats"] == 1 and {"cpu", "python", "torch", "command"} <= set(result)
+    (median,) = result["median_s"].values()
+    assert median > 0

@@ -27,6 +27,7 @@ from pipeline import train
 from pipeline.arguments import parse_args
 from pipeline.cards import example_images
 from pipeline.cli import main
+from pipeline.errors import UserError
 from pipeline.labels import FINDINGS
 
 REPO_ID = "org/chest-vit"
@@ -137,7 +138,7 @@ def test_dry_run_refuses_a_non_empty_folder_without_overwrite(vit_run, tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
     assert (out / "mine.txt").read_text() == "keep me"
@@ -146,7 +147,7 @@ def test_dry_run_refuses_a_non_empty_folder_without_overwrite(vit_run, tmp_path,
 
 
 def test_overwrite_never_deletes_the_run_folder(vit_run, capsys):
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(vit_run.parent), "--overwrite"]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(vit_run.parent), "--overwrite"]) == 2
     assert "holds the run folder" in capsys.readouterr().err
     assert (vit_run / "model.safetensors").is_file()
 
@@ -154,8 +155,60 @@ def test_overwrite_never_deletes_the_run_folder(vit_run, capsys):
 def test_missing_model_file_is_named(tmp_path, capsys):
     run = make_run_folder(tmp_path / "run", with_checkpoint=False)
     (run / "model.safetensors").unlink()
-    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 1
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 2
     assert "missing model.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repo_id", ["justname", "org/team/name", "org/bad name"])
+def test_a_repo_id_that_is_not_org_slash_name_is_refused_up_front(repo_id, tmp_path, capsys):
+    assert main(["push", str(tmp_path / "no_such_run"), "--repo-id", repo_id, "--dry-run", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --repo-id {repo_id!r} is not a Hub repo id") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_hub_model_id_must_be_org_slash_name(tmp_path):
+    flags = ["--model_type", "vit", "--dataset_name_or_path", "d", "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(UserError, match="hub_model_id 'justname' is not a Hub repo id"):
+        parse_args([*flags, "--push_to_hub", "true", "--hub_model_id", "justname"])
+
+
+def test_a_failed_dry_run_leaves_no_folder_behind(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (run / "preprocessor_config.json").unlink()
+    out = tmp_path / "new" / "out"
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
+    assert "missing preprocessor_config.json" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]  # no out, no partial folder, no new/
+
+
+def test_a_dry_run_into_a_file_is_refused(vit_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "notes.txt")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_auto_map_cannot_reach_outside_the_run_folder(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (tmp_path / "settings_secret.py").write_text("TOKEN = 'secret'")
+    config = json.loads((run / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "../settings_secret.X"}
+    (run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    capsys.readouterr()  # the factory's "Writing model shards" bar
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "auto_map entry 'AutoConfig' = '../settings_secret.X'" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_link_to_a_file_outside_the_run_folder_is_refused(tmp_path, capsys):
+    run = make_run_folder(tmp_path / "run", with_checkpoint=False)
+    (tmp_path / "elsewhere.json").write_text("{}")
+    (run / "eval_results.json").unlink()
+    (run / "eval_results.json").symlink_to(tmp_path / "elsewhere.json")
+    assert main(["push", str(run), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out")]) == 2
+    assert "eval_results.json link(s) to files outside the run folder" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -214,7 +267,7 @@ def test_push_refuses_a_folder_that_contains_the_token(tmp_path, recorded_hub):
 
 def test_push_without_a_token_says_how_to_log_in(vit_run, monkeypatch, capsys):
     monkeypatch.setattr(hub, "get_token", lambda: None)
-    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 1
+    assert main(["push", str(vit_run), "--repo-id", REPO_ID]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: not logged in") and "hf auth login" in err and err.count("\n") == 1
 
@@ -227,7 +280,7 @@ def _run_push_subprocess(vit_run: Path, **env: str) -> subprocess.CompletedProce
 
 def test_offline_push_fails_with_one_line(vit_run):
     result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="1")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "offline" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert FAKE_TOKEN not in result.stdout + result.stderr
@@ -235,7 +288,7 @@ def test_offline_push_fails_with_one_line(vit_run):
 
 def test_unreachable_hub_fails_with_one_line(vit_run):
     result = _run_push_subprocess(vit_run, HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(f"error: upload to {REPO_ID} failed: cannot reach the Hub")
     assert result.stderr.count("\n") == 1 and FAKE_TOKEN not in result.stdout + result.stderr
 

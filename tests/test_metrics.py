@@ -1,5 +1,6 @@
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from isolation import run_without_project
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from transformers import EvalPrediction
 
+from pipeline import metrics
 from pipeline.evaluate_metric.chestxray14.chestxray14 import CHESTXRAY14_FINDINGS
 from pipeline.labels import FINDINGS
 from pipeline.metrics import (
@@ -88,11 +90,12 @@ def test_bad_inputs_are_rejected_clearly(arrays):
 
 
 @pytest.mark.filterwarnings("ignore:metrics undefined")
-def test_choose_thresholds_maximise_f1(arrays):
+def test_choose_thresholds_maximise_f1(arrays, caplog, monkeypatch):
+    monkeypatch.setattr(metrics, "_logged", set())
     probs, labels = arrays
     labels[:, 5] = 0
-    with pytest.warns(UserWarning, match="Emphysema"):
-        thresholds = choose_thresholds(probs, labels, NAMES)
+    thresholds = choose_thresholds(probs, labels, NAMES)
+    assert "Emphysema" in caplog.text
     assert thresholds["Emphysema"] == 0.5
     for j, name in enumerate(NAMES):
         if j == 5:
@@ -169,3 +172,19 @@ def test_evaluate_module_folder_works_without_the_project(arrays, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     assert results == pytest.approx(compute_metrics(probs, labels, NAMES, thresholds))
+
+
+def test_one_class_findings_are_one_log_line_per_split_not_a_warning_per_evaluation(arrays, caplog, monkeypatch):
+    monkeypatch.setattr(metrics, "_logged", set())
+    probs, labels = arrays
+    labels[:, 7] = 0  # Hernia: no positives
+    logits = np.log(probs.clip(1e-6, 1 - 1e-6) / (1 - probs.clip(1e-6, 1 - 1e-6)))
+    compute = make_compute_metrics(NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a UserWarning escaping would fail here
+        for _ in range(3):  # three epochs' evaluations of the same split
+            compute(EvalPrediction(predictions=logits, label_ids=labels))
+        compute(EvalPrediction(predictions=logits[:100], label_ids=labels[:100]))  # another split
+    lines = [record.getMessage() for record in caplog.records if record.name == "pipeline.metrics"]
+    assert len(lines) == 2 and all("Hernia" in line for line in lines)
+    assert "in 200 samples" in lines[0] and "in 100 samples" in lines[1]

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -23,7 +24,7 @@ from transformers import pipeline as hf_pipeline
 
 from pipeline import explain
 from pipeline.labels import FINDINGS
-from pipeline.models import build_image_processor, build_model, is_convolutional
+from pipeline.models import ModelConfigError, build_image_processor, build_model, is_convolutional
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
 
 NAMES = list(FINDINGS)
@@ -131,6 +132,37 @@ def test_bad_arguments_say_what_is_wrong(vit_checkpoint):
         build_model(spec(timm_architecture="not_a_model", pretrained=False), names=NAMES)
 
 
+def test_offline_an_uncached_checkpoint_fails_at_once_naming_it(monkeypatch, tmp_path):
+    def must_not_try(*args, **kwargs):
+        raise AssertionError("tried to reach the Hub")
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(AutoConfig, "from_pretrained", must_not_try)
+    expected = r"'org/some-vit' is not in the local Hub cache .*hf download org/some-vit.* local folder"
+    with pytest.raises(ModelConfigError, match=expected):
+        build_image_processor(spec("org/some-vit"))
+
+
+def test_an_unknown_model_type_shows_the_closest_few():
+    with pytest.raises(ModelConfigError) as error:
+        build_model(spec(model_type="vitt", pretrained=False), names=NAMES)
+    message = str(error.value)
+    assert message.startswith("unknown model_type 'vitt' (closest: vit, ") and len(message) < 120
+
+
+def test_a_custom_code_checkpoint_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "my_custom", "auto_map": {"AutoConfig": "custom.MyConfig"}})
+    )
+    (folder / "custom.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(ModelConfigError, match=r"needs its own code to load .* trust_remote_code: true") as error:
+        build_model(spec(folder), names=NAMES)
+    assert "\n" not in str(error.value)
+
+
 def test_processor_from_checkpoint_is_resized_and_saves_with_the_model(resnet_checkpoint, tmp_path):
     model = build_model(spec(resnet_checkpoint, image_size=48), names=NAMES)
     assert is_convolutional(model)
@@ -209,7 +241,7 @@ def test_pretrained_timm_architecture_starts_from_its_hub_checkpoint(monkeypatch
         raise OSError("offline")
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", offline_from_pretrained)
-    with pytest.raises(OSError, match="offline"):
+    with pytest.raises(ModelConfigError, match=r"'timm/densenet121\.tv_in1k': offline"):
         build_model(spec(timm_architecture="densenet121.tv_in1k"), names=NAMES)
     assert requested == ["timm/densenet121.tv_in1k"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -138,15 +139,13 @@ def test_cli_json_and_table_formats(run_dir, field_images, capsys):
 
 
 def test_cli_unknown_model_is_one_line(tmp_path, field_images, capsys):
-    assert main(["predict", "--model", str(tmp_path / "nope"), str(field_images / "gray8.png")]) == 1
+    assert main(["predict", "--model", str(tmp_path / "nope"), str(field_images / "gray8.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --model") and "no such folder" in err and err.count("\n") == 1
 
 
 def test_cli_bad_device_is_a_usage_error(field_images, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--model", "org/name", "--device", "foo", str(field_images / "gray8.png")])
-    assert exit_info.value.code == 2
+    assert main(["predict", "--model", "org/name", "--device", "foo", str(field_images / "gray8.png")]) == 2
     assert "'foo' is not a device" in capsys.readouterr().err
 
 
@@ -161,3 +160,65 @@ def test_cli_prints_the_good_rows_beside_a_decompression_bomb(run_dir, field_ima
     assert [row["image"] for row in csv.DictReader(io.StringIO(captured.out))] == good
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {bomb}: not decoded: Image size (400000000 pixels)")
+
+
+def test_cli_checks_every_input_before_loading_the_model(run_dir, field_images, tmp_path, capsys, monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(Predictor, "from_pretrained", must_not_load)
+    (tmp_path / "empty").mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (links / "ok.png").symlink_to(field_images / "gray8.png")
+    inputs = [tmp_path / "empty", tmp_path / "missing.png", links, field_images / "gray8.png"]
+    assert main(["predict", "--model", str(run_dir), *map(str, inputs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1  # no progress bar, no partial table
+    assert captured.err.startswith("error: 3 input(s) cannot be read: ")
+    assert f"{tmp_path / 'empty'}: no images" in captured.err
+    assert f"{tmp_path / 'missing.png'}: no such file or folder" in captured.err
+    assert f"{links / 'gone.png'}: broken symbolic link to {tmp_path / 'deleted.png'}" in captured.err
+
+
+def _broken_copy(run_dir, tmp_path, name, damage):
+    broken = tmp_path / name
+    shutil.copytree(run_dir, broken)
+    damage(broken)
+    return broken
+
+
+def _truncate_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _widen_config(folder):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 64, "intermediate_size": 128}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_truncate_weights, r"model\.safetensors is truncated or damaged"),
+        (_widen_config, "the shapes in its config.json do not match its weights"),
+        (lambda folder: (folder / "thresholds.json").write_text('{"Atelectasis": 0.5,'), "thresholds.json: not valid"),
+        (lambda folder: (folder / "thresholds.json").write_text('{"Atelectasis": 0.5}'), "thresholds.json: expected"),
+    ],
+    ids=["truncated weights", "config shapes", "broken thresholds", "incomplete thresholds"],
+)
+def test_cli_a_damaged_model_is_one_line_naming_the_file(run_dir, field_images, tmp_path, capsys, damage, expected):
+    broken = _broken_copy(run_dir, tmp_path, "broken", damage)
+    assert main(["predict", "--model", str(broken), str(field_images / "gray8.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert str(broken) in captured.err and re.search(expected, captured.err), captured.err
+
+
+def test_cli_one_image_prints_its_table_and_nothing_else(run_dir, field_images, capsys):
+    assert main(["predict", "--model", str(run_dir), str(field_images / "gray8.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # no "Loading weights" bar
+    assert len(captured.out.splitlines()) == 1 + len(FINDINGS)
