@@ -227,13 +227,15 @@ def apply_yaml_defaults(parser: argparse.ArgumentParser, values: dict[str, Any])
     if not values:
         return
     source = values.pop("__source__")
-    actions = {action.dest: action for action in parser._actions}
-    unknown = sorted(set(values) - set(actions))
+    unknown = sorted(set(values) - {action.dest for action in parser._actions})
     if unknown:
         raise ConfigError(f"recipe {source}: unknown key(s) {', '.join(unknown)} (not a model, data or training field)")
-    for key, value in values.items():
-        actions[key].default = value
-        actions[key].required = False
+    # set_defaults reaches every flag of a key: a bool that defaults to true has two (`--x`, `--no_x`), and argparse
+    # takes the default of the first, so setting only one would silently ignore `x: false`.
+    parser.set_defaults(**values)
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False
 
 
 def resolved_config(

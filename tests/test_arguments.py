@@ -91,11 +91,21 @@ def test_resolved_config_has_three_sections_and_no_token(tmp_path):
     assert config["data"]["dataset_name_or_path"] == "data"
 
 
+@pytest.mark.parametrize("key", ["pretrained", "load_best_model_at_end"])
+def test_false_in_a_recipe_turns_off_a_setting_that_defaults_to_true(key, tmp_path):
+    recipe = write_recipe(tmp_path, timm_architecture="densenet121", dataset_name_or_path="data", **{key: False})
+    parsed = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    assert [getattr(group, key) for group in parsed if hasattr(group, key)] == [False]
+    parsed = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path / "out"), f"--{key}", "true"])
+    assert [getattr(group, key) for group in parsed if hasattr(group, key)] == [True]
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_shipped_recipe_parses(recipe, tmp_path):
     model, data, _ = parse_args(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert data.dataset_name_or_path
     assert model.model_name_or_path or model.model_type or model.timm_architecture
+    assert model.pretrained == ("scratch" not in recipe.stem and recipe.stem not in ("cnn_paper", "demo"))
 
 
 def test_plateau_scheduler_watches_auroc_rising(tmp_path):
