@@ -18,16 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.cards import render_dataset_card
-from pipeline.dataset import (
-    DEFAULT_IMAGE_SIZE,
-    build_dataset_dict,
-    default_num_proc,
-    load_dataset_dict,
-    push_dataset_dict,
-)
 from pipeline.errors import UserError
 from pipeline.hub import describe_hub_error
+from pipeline.images import DEFAULT_IMAGE_SIZE
 from pipeline.nih import NIHSource, load_source, split_by_patient
 from pipeline.scratch import make_scratch_dir, remove_stale_scratch
 
@@ -182,6 +175,10 @@ def convert(
 ) -> ConversionSummary:
     """Convert the NIH download at `nih_root` into a DatasetDict saved at `output`, with a README card
     (whose usage snippet names `repo_id` when the dataset is going to the Hub)."""
+    # datasets is imported when a conversion runs, not for `convert --help`
+    from pipeline.cards import render_dataset_card
+    from pipeline.dataset import build_dataset_dict, default_num_proc
+
     nih_root, output = Path(nih_root), Path(output)
     check_image_size(image_size)
     check_output(output, nih_root, overwrite)
@@ -220,6 +217,8 @@ def convert(
 
 def push_converted(output: Path, repo_id: str, private: bool = False) -> None:
     """Upload a converted folder: its README card and its splits as Parquet shards."""
+    from pipeline.dataset import load_dataset_dict, push_dataset_dict
+
     card = (output / CARD_FILE).read_text(encoding="utf-8")
     push_dataset_dict(load_dataset_dict(output), repo_id, card, private=private)
 

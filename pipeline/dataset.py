@@ -23,7 +23,6 @@ from pipeline.labels import FINDINGS, to_multi_hot
 from pipeline.locations import looks_like_local_path
 from pipeline.nih import NIHSource
 
-DEFAULT_IMAGE_SIZE = 256
 # Rows `map` buffers before writing them out: datasets' record-batch size for image data (100), not its
 # default of 1,000 rows (~30 MB of 256 px PNG bytes per process, ~375 MB of original 1024 px NIH PNGs).
 IMAGES_PER_WRITE = datasets.config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS

@@ -36,10 +36,6 @@ except SystemExit:
     pass
 sys.stderr.write("\\nIMPORTED " + json.dumps([name for name in {HEAVY!r} if name in sys.modules]))
 """
-# Each depends on modules owned elsewhere: convert imports pipeline.dataset/cards (datasets at their top);
-# compare and study import pipeline.report (matplotlib, datasets) until it becomes a package with lazy imports.
-# Not run until then (each costs a full import of torch); remove the mark when those modules are light.
-ELSEWHERE = pytest.mark.xfail(run=False, reason="this subcommand's module still imports datasets at its top")
 
 
 def run_python(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -49,11 +45,12 @@ def run_python(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.C
 @pytest.mark.parametrize(
     "command",
     [
-        pytest.param(["convert", "--help"], marks=ELSEWHERE),
+        ["convert", "--help"],
         ["push", "--help"],
+        ["demo", "--help"],
         ["predict", "--help"],
-        pytest.param(["compare", "--help"], marks=ELSEWHERE),
-        pytest.param(["study", "--help"], marks=ELSEWHERE),
+        ["compare", "--help"],
+        ["study", "--help"],
         ["predict", "--model", "org/name", "no_such_image.png"],  # an input error, found before any model loads
         ["push", "no_such_run", "--repo-id", "justname"],
         ["recipes/vit.py", "--help"],
