@@ -89,7 +89,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return make_run_folder(tmp_path_factory.mktemp("demo") / "run", with_checkpoint=False)
+    return make_run_folder(tmp_path_factory.mktemp("demo") / "run", with_checkpoint=False, test_images=12)
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,8 @@ def test_a_bad_space_id_is_one_line_and_writes_nothing(tmp_path, capsys):
     run = make_run_folder(tmp_path / "run", with_checkpoint=False)
     capsys.readouterr()
     argv = ["push", str(run), "--repo-id", "me/tiny-cxr", "--space", "bad id!", "--dry-run", str(tmp_path / "up")]
-    assert main(argv) == 1
-    assert capsys.readouterr().err.startswith("error: invalid --space 'bad id!'")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --space 'bad id!' is not a Hub repo id: expected ORG/NAME")
     assert not (tmp_path / "up").exists()
 
 
