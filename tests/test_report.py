@@ -407,6 +407,9 @@ def test_explanations_of_a_vit_and_a_resnet_with_nih_boxes(tmp_path):
         with Image.open(output / f"explain_{name}.png") as image:
             assert image.format == "PNG" and np.asarray(image.convert("L")).var() > 0
         assert f"](explain_{name}.png)" in text
+    # attention rollout, the finding-independent view, beside Grad-CAM for the ViT only
+    assert "](explain_vit_rollout.png)" in text and (output / "explain_vit_rollout.png").is_file()
+    assert not (output / "explain_resnet_rollout.png").exists()
 
 
 def test_explain_targets_put_boxed_images_first_then_positives(study):

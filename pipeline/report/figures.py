@@ -40,20 +40,25 @@ def explanation_figure(
     boxes: Mapping[str, Sequence[explain.Box]],
     path: Path,
     trust_remote_code: bool = False,
-) -> Path:
-    """Maps of one run's model on the chosen test images, as one PNG."""
+) -> dict[str, Path]:
+    """Maps of one run's model on the chosen test images, one PNG per map the model offers (Grad-CAM for the
+    finding; for ViTs also attention rollout, the same for every finding): method → path."""
     model, processor = explain.load_model(run.path, trust_remote_code)
     images = test.dataset.select([i for i, _ in targets])["image"]
     ids = [test.image_ids[i] for i, _ in targets]
-    results = [
-        explain.explain_image(model, processor, image, finding, boxes.get(image_id, ()))
-        for (_, finding), image, image_id in zip(targets, images, ids, strict=True)
-    ]
-    panels = [
-        figures.ExplanationPanel(r.image, r.heatmap, f"{image_id}\n{r.finding} p={r.probability:.2f}", r.boxes)
-        for r, image_id in zip(results, ids, strict=True)
-    ]
-    return figures.plot_explanations(panels, path, f"{run.name}: {results[0].method}")
+    paths = {}
+    for method in explain.methods(model):
+        results = [
+            explain.explain_image(model, processor, image, finding, boxes.get(image_id, ()), method)
+            for (_, finding), image, image_id in zip(targets, images, ids, strict=True)
+        ]
+        panels = [
+            figures.ExplanationPanel(r.image, r.heatmap, f"{image_id}\n{r.finding} p={r.probability:.2f}", r.boxes)
+            for r, image_id in zip(results, ids, strict=True)
+        ]
+        suffix = "" if method == explain.GRAD_CAM else "_rollout"
+        paths[method] = figures.plot_explanations(panels, path.with_stem(path.stem + suffix), f"{run.name}: {method}")
+    return paths
 
 
 def write_figures(
@@ -78,7 +83,7 @@ def write_figures(
         boxes = explain.read_bbox_csv(bbox_csv, test.names) if bbox_csv else {}
         targets = explain_targets(test, boxes, explain_images)
         for run in runs:
-            paths[f"Where {run.name} looks"] = explanation_figure(
-                run, test, targets, boxes, output / f"explain_{run.name}.png", trust_remote_code
-            )
+            maps = explanation_figure(run, test, targets, boxes, output / f"explain_{run.name}.png", trust_remote_code)
+            for method, path in maps.items():
+                paths[f"Where {run.name} looks ({method})"] = path
     return paths
