@@ -22,6 +22,5 @@ else
     python recipes/vit.py --config recipes/configs/demo.yaml \
         --dataset_name_or_path "$DATASET" --output_dir "$RUN" --resume_from_checkpoint "$resume" "$@"
 fi
-echo "Run folder: $RUN"
 cat "$RUN/test_results.json"
 echo
