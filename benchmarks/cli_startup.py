@@ -31,6 +31,7 @@ COMMANDS = {
     "predict --help": ["-m", "pipeline.cli", "predict", "--help"],
     "compare --help": ["-m", "pipeline.cli", "compare", "--help"],
     "study --help": ["-m", "pipeline.cli", "study", "--help"],
+    "demo --help": ["-m", "pipeline.cli", "demo", "--help"],
     "predict, missing image": ["-m", "pipeline.cli", "predict", "--model", "org/name", "no_such_image.png"],
     "push, bad --repo-id": ["-m", "pipeline.cli", "push", "no_such_run", "--repo-id", "justname"],
     "recipes/vit.py --help": ["recipes/vit.py", "--help"],
