@@ -43,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_recipe(argv: list[str] | None = None) -> int:
     """The recipe scripts' entry point: the recipe and flags are checked before the training stack (datasets,
-    timm, the models) is imported; `pipeline.train.main` then trains."""
+    timm, the models) is imported; `pipeline.train.main` then trains with them."""
     argv = sys.argv[1:] if argv is None else argv
+    parsed = None
 
     def check() -> None:
-        parse_args(argv)
+        nonlocal parsed
+        parsed = parse_args(argv)
 
-    return run_main(check) or importlib.import_module("pipeline.train").main(argv)
-
+    return run_main(check) or importlib.import_module("pipeline.train").main(argv, parsed=parsed)
 
 if __name__ == "__main__":
     sys.exit(main())

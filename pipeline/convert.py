@@ -21,6 +21,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.hub import describe_hub_error
 from pipeline.images import DEFAULT_IMAGE_SIZE
+from pipeline.locations import check_repo_id
 from pipeline.nih import NIHSource, load_source, split_by_patient
 from pipeline.scratch import make_scratch_dir, remove_stale_scratch
 
@@ -310,6 +311,8 @@ def _print_summary(summary: ConversionSummary) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub, "--push-to-hub")  # before the conversion, not after it
     summary = convert(
         args.nih_root,
         args.output,

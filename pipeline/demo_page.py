@@ -131,7 +131,6 @@ class DemoModel:
     def __init__(self, model: str, *, revision: str | None = None, trust_remote_code: bool = False) -> None:
         self.name = model
         self.predictor = Predictor.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
-        explain.with_attention_weights(self.predictor.model)
         self.methods = explain.methods(self.predictor.model)
         self.has_thresholds = model_file(model, run_folder.THRESHOLDS, revision) is not None
         self.test_note = test_split_note(model, revision)

@@ -103,15 +103,7 @@ def load_model(run_dir: str | Path, trust_remote_code: bool = False) -> tuple[Pr
         raise ExplainError(
             f"{run_dir}: the model needs the custom code in its folder; read it, then pass --trust-remote-code"
         ) from error
-    return with_attention_weights(model).eval(), processor
-
-
-def with_attention_weights(model: PreTrainedModel) -> PreTrainedModel:
-    """The model, switched to transformers' eager attention where it has attention: SDPA kernels return no
-    attention weights for rollout (timm ViTs are handled in `attentions_and_grid`)."""
-    if uses_attention(model) and timm_attention_modules(model) is None:
-        model.set_attn_implementation("eager")
-    return model
+    return model.eval(), processor
 
 
 def timm_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
@@ -132,14 +124,20 @@ def attentions_and_grid(
 ) -> tuple[Sequence[torch.Tensor], tuple[int, int]]:
     """Per-layer attention weights (1, heads, tokens, tokens) and the patch grid (rows, columns).
 
-    transformers' ViTs return them (`output_attentions`); timm's fused attention computes no weights, so for a
-    timm ViT the fused path is switched off and the softmax output is read where it enters `attn_drop`. The
-    grid of a hybrid follows its ResNet stem's total stride (16), which timm's patch embedding reports.
+    Neither SDPA nor timm's fused attention computes the weights, so for this one pass a transformers ViT runs
+    its eager attention (`output_attentions`) and a timm ViT its unfused path, whose softmax output is read where
+    it enters `attn_drop`; both are switched back after it, so scores elsewhere (the demo page) stay `predict`'s.
+    The grid of a hybrid follows its ResNet stem's total stride (16), which timm's patch embedding reports.
     """
     modules = timm_attention_modules(model)
     if modules is None:
-        with torch.no_grad():
-            attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
+        implementation = model.config._attn_implementation
+        try:
+            model.set_attn_implementation("eager")
+            with torch.no_grad():
+                attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
+        finally:
+            model.set_attn_implementation(implementation)
         return attentions, patch_grid(model, pixel_values)
     captured: list[torch.Tensor] = []
     fused = [module.fused_attn for module in modules]

@@ -46,12 +46,17 @@ def load_thresholds(name_or_dir: str | Path, labels: Sequence[str], **hub_kwargs
     if Path(name_or_dir).is_dir():
         return RunFolder(Path(name_or_dir)).thresholds(labels)
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     try:
         path = Path(hf_hub_download(str(name_or_dir), THRESHOLDS, **hub_kwargs))
     except RemoteEntryNotFoundError:
         return None
+    except LocalEntryNotFoundError as error:  # offline, and not cached: 0.5 in its place would silently differ
+        raise ModelLoadError(
+            f"{name_or_dir}: {THRESHOLDS} is not in the local cache and the Hub cannot be reached; connect once, "
+            "or pass --threshold"
+        ) from error
     return read_thresholds(path, labels)
 
 

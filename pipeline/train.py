@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,25 +31,31 @@ from pipeline.arguments import (
 from pipeline.augment import DeviceAugmentation
 from pipeline.checkpoints import CrashSafeCheckpoints, TrainingFinished, resolve_resume, resume_requested
 from pipeline.dataset import finding_names, load_dataset_dict
-from pipeline.hub import PushError, push_run
+from pipeline.errors import UserError, run_main
+from pipeline.hub import push_run
 from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
-from pipeline.models import ModelConfigError, build_image_processor, build_model
+from pipeline.models import build_image_processor, build_model
 from pipeline.run_folder import RunFolder, TestSplitRecord
 from pipeline.tracking import add_tracking, finish_tracking
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the recipes: parse the YAML recipe and flags, train, evaluate, save."""
-    try:
-        output_dir = run(*parse_args(list(argv) if argv is not None else None))
-    except (ConfigError, ModelConfigError, PushError, OSError) as error:
-        # OSError: an existing output_dir, a missing dataset folder, a checkpoint the Hub cannot serve.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if PartialState().is_main_process:
-        print(f"run folder: {output_dir}")
-    return 0
+def main(
+    argv: Sequence[str] | None = None,
+    parsed: tuple[ModelArguments, DataArguments, ChestXrayTrainingArguments] | None = None,
+) -> int:
+    """Entry point of the recipes: parse the YAML recipe and flags (unless already `parsed`), train, evaluate,
+    save; a user error is one `error: …` line."""
+
+    def train() -> None:
+        try:
+            output_dir = run(*(parsed or parse_args(list(argv) if argv is not None else None)))
+        except OSError as error:  # an existing output_dir, a missing dataset folder, a checkpoint the Hub cannot serve
+            raise UserError(str(error)) from error
+        if PartialState().is_main_process:
+            print(f"run folder: {output_dir}")
+
+    return run_main(train)
 
 
 def run(

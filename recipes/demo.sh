@@ -14,7 +14,7 @@ else
     chestxray convert --nih-root pipeline/assets/nih_sample --output "$DATASET" \
         --image-size 128 --validation-fraction 0.25
 fi
-if [ -f "$RUN/test_results.json" ]; then
+if [ -f "$RUN/test_results.json" ] && [ -f "$RUN/test_predictions.csv" ]; then  # RunFolder.is_finished
     echo "The demo run in $RUN is complete; delete it to train again."
 else
     resume=false

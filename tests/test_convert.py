@@ -599,3 +599,11 @@ def test_split_lists_by_option(make_nih_tree, tmp_path: Path, capsys) -> None:
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     assert dd["test"]["image_id"] == tree.test
     assert sorted([*dd["train"]["image_id"], *dd["validation"]["image_id"]]) == tree.train_val
+
+
+def test_a_bad_push_to_hub_id_is_refused_before_converting(make_nih_tree, tmp_path: Path, capsys) -> None:
+    tree = make_nih_tree()
+    argv = ["convert", "--nih-root", str(tree.root), "--output", str(tmp_path / "out"), "--push-to-hub", "justname"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --push-to-hub 'justname' is not a Hub repo id: expected ORG/NAME")
+    assert not (tmp_path / "out").exists()

@@ -36,9 +36,12 @@ def test_rollout_of_a_real_vit_has_the_patch_grid_shape_and_varies(vit_run):
     model, processor = explain.load_model(vit_run)
     assert explain.uses_attention(model)
     pixel_values = explain.preprocess(_xray(), processor)
-    attentions = model(pixel_values=pixel_values, output_attentions=True).attentions
-    assert len(attentions) == model.config.num_hidden_layers
-    grid = explain.attention_rollout(attentions, (4, 4))  # 32 px / 8 px patches
+    implementation = model.config._attn_implementation
+    attentions, patches = explain.attentions_and_grid(model, pixel_values)
+    assert len(attentions) == model.config.num_hidden_layers and patches == (4, 4)  # 32 px / 8 px patches
+    # eager attention for the weights during that pass only: the scores elsewhere stay those of predict's backend
+    assert model.config._attn_implementation == implementation
+    grid = explain.attention_rollout(attentions, patches)
     assert grid.shape == (4, 4) and grid.std() > 0
     heat, method = explain.heatmap(model, pixel_values, class_index=0, method=explain.ROLLOUT)
     assert method == "attention rollout"

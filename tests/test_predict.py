@@ -18,10 +18,11 @@ from transformers import pipeline as hf_pipeline
 
 from pipeline import synthetic
 from pipeline.cli import main
+from pipeline.errors import UserError
 from pipeline.hub import prepare_dry_run
 from pipeline.images import ImageDecodeError
 from pipeline.labels import FINDINGS
-from pipeline.predict import Predictor
+from pipeline.predict import Predictor, load_thresholds
 
 NIH_PNG = SAMPLE_ROOT / "images" / "00004296_000.png"
 LOSSLESS = ("gray16.png", "rgb.png", "rgba.png", "scan.dcm")
@@ -222,3 +223,16 @@ def test_cli_one_image_prints_its_table_and_nothing_else(run_dir, field_images, 
     captured = capsys.readouterr()
     assert captured.err == ""  # no "Loading weights" bar
     assert len(captured.out.splitlines()) == 1 + len(FINDINGS)
+
+
+def test_thresholds_of_a_hub_model_not_cached_offline_are_an_error_not_a_silent_default(monkeypatch):
+    """Offline, a Hub model whose thresholds.json was never downloaded: say so, rather than score at 0.5."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def not_cached(*args, **kwargs):
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_cached)
+    with pytest.raises(UserError, match=r"org/model: thresholds\.json is not in the local cache"):
+        load_thresholds("org/model", FINDINGS)

@@ -14,6 +14,7 @@ import yaml
 from training import argv
 
 from pipeline.arguments import parse_args
+from pipeline.cli import run_recipe
 from pipeline.labels import FINDINGS
 from pipeline.tracking import NO_TRACKER_HINT
 from pipeline.train import main
@@ -87,14 +88,15 @@ def test_without_a_tracker_a_run_trains_and_writes_no_tracking(
     tiny_dataset_dir, tmp_path, tracker_storage, monkeypatch, caplog, hide_trackio
 ):
     """`report_to: none` logs nowhere; with no tracker installed (simulated: trackio hidden from imports) and no
-    report_to, the run says so in one line and trains normally."""
+    report_to, the run says so in one line (through the recipe scripts' entry point, which parses once) and
+    trains normally."""
     flags = argv(tiny_dataset_dir, tmp_path / "run", project="untracked", **TINY)
     if hide_trackio:
         monkeypatch.setitem(sys.modules, "trackio", None)
     else:
         flags += ["--report_to", "none"]
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
-        assert main(flags) == 0
+        assert run_recipe(flags) == 0
     assert (tmp_path / "run" / "test_results.json").is_file()
     hints = [record.getMessage() for record in caplog.records if record.name == "pipeline.tracking"]
     assert hints == ([NO_TRACKER_HINT] if hide_trackio else [])
