@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.report import ReportError
+from pipeline.errors import UserError
 from pipeline.report.command import ReportOptions, write_report
 
 
@@ -147,13 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from pipeline.arguments import ConfigError
-
     try:
         output = run_study(StudyConfig.from_yaml(args.config))
-    except (ConfigError, FileExistsError, ReportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except FileExistsError as error:  # a run's output_dir holds another run; other user errors reach run_main
+        raise UserError(str(error)) from error
     if output is not None:
         print(f"[study] report: {output}")
     return 0

@@ -109,3 +109,21 @@ def test_study_trains_each_run_once_then_reports(tiny_dataset_dir, tmp_path, cap
         from trackio.sqlite_storage import SQLiteStorage
 
         assert sorted(SQLiteStorage.get_runs("study")) == ["cnn_paper", "vit_v1_32_scratch"]
+
+
+def test_a_run_folder_holding_something_else_is_one_line_and_kept(tiny_dataset_dir, tmp_path, capsys):
+    study = write_study(
+        tmp_path,
+        dataset_name_or_path=str(tiny_dataset_dir),
+        output_dir=str(tmp_path / "study"),
+        recipes_dir=str(RECIPES / "configs"),
+        runs=["cnn_paper"],
+        overrides={"use_cpu": True},
+    )
+    stray = tmp_path / "study" / "runs" / "cnn_paper" / "notes.txt"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("mine")
+    assert main(["study", "--config", str(study)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: output_dir ") and "is not empty" in error and error.count("\n") == 1
+    assert stray.read_text() == "mine"
