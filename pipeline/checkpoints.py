@@ -8,7 +8,6 @@ runs upstream), so a process killed while saving leaves a folder that looks like
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pipeline.arguments import ConfigError
+from pipeline.run_folder import replacing
 
 MARKER = "checkpoint-complete.json"
 # Written while a save is in progress by checkpointing integrations of the Trainer (Kubeflow Trainer's);
@@ -62,14 +62,13 @@ def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
 
 def write_marker(folder: Path, step: int) -> None:
     """Record every file of a finished save with its size; written whole or not at all."""
-    partial = folder / f".{MARKER}.partial"
-    files = {
-        str(path.relative_to(folder)): path.stat().st_size
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name not in (MARKER, partial.name)
-    }
-    partial.write_text(json.dumps({"global_step": step, "files": files}, indent=1), encoding="utf-8")
-    os.replace(partial, folder / MARKER)
+    with replacing(folder / MARKER) as partial:
+        files = {
+            str(path.relative_to(folder)): path.stat().st_size
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name not in (MARKER, partial.name)
+        }
+        partial.write_text(json.dumps({"global_step": step, "files": files}, indent=1), encoding="utf-8")
 
 
 def incompleteness(folder: Path) -> str | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,18 @@ def read_json(path: Path) -> dict[str, Any]:
         raise RunFolderError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename: a kill never leaves half a file at `path`."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A hidden temporary file beside `path` to write, renamed over `path` when the block ends: a kill never
+    leaves half a file at `path`."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
+    yield partial
     os.replace(partial, path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with replacing(path) as partial:
+        partial.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: dict, **dump_options: Any) -> None:
@@ -124,13 +132,11 @@ def read_predictions(path: Path, names: Sequence[str]) -> tuple[list[str], np.nd
 
 
 def write_predictions(path: Path, image_ids: Sequence[str], probs: np.ndarray, names: Sequence[str]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="", encoding="utf-8") as handle:
+    with replacing(path) as partial, partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_id", *names])
         for image_id, row in zip(image_ids, probs, strict=True):
             writer.writerow([image_id, *map(repr, row.tolist())])  # full float64 precision: round-trips exactly
-    os.replace(partial, path)
 
 
 def _count_rows(path: Path) -> int:
