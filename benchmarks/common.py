@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from benchmarks import machine
-from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, parse_args
+from pipeline.arguments import DataArguments, ModelArguments, parse_args
 from pipeline.convert import convert
 from pipeline.synthetic import generate_nih_tree
+from pipeline.training_arguments import ChestXrayTrainingArguments
 
 Recipe = tuple[ModelArguments, DataArguments, ChestXrayTrainingArguments]
 

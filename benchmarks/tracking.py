@@ -51,8 +51,8 @@ def measure(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from transformers import TrainerControl, TrainerState
         from transformers.integrations import TrackioCallback
 
-        from pipeline.arguments import ChestXrayTrainingArguments
         from pipeline.tracking import ThroughputCallback
+        from pipeline.training_arguments import ChestXrayTrainingArguments
 
         training_args = ChestXrayTrainingArguments(
             output_dir=str(Path(scratch) / "benchmark"), report_to="trackio", use_cpu=True, project="benchmark"

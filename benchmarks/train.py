@@ -53,10 +53,11 @@ from benchmarks.common import (  # noqa: E402
     synchronize,
 )
 from benchmarks.machine import report  # noqa: E402
-from pipeline.arguments import ChestXrayTrainingArguments, ModelArguments  # noqa: E402
+from pipeline.arguments import ModelArguments  # noqa: E402
 from pipeline.dataset import finding_names  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.train import build_trainer  # noqa: E402
+from pipeline.training_arguments import ChestXrayTrainingArguments  # noqa: E402
 from pipeline.transforms import processor_geometry  # noqa: E402
 
 IMPORTS_SECONDS = time.perf_counter() - START

@@ -100,16 +100,6 @@ class DataArguments:
     )
 
 
-def __getattr__(name: str) -> Any:
-    # The training arguments import transformers and torch (seconds): loaded when a run needs them, so that a
-    # recipe's --help and its YAML errors answer at once.
-    if name == "ChestXrayTrainingArguments":
-        from pipeline.training_arguments import ChestXrayTrainingArguments
-
-        return ChestXrayTrainingArguments
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 RECIPE_USAGE = "usage: {prog} --config {configs}/RECIPE.yaml [--key value ...]"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.arguments import ConfigError, parse_args
 from pipeline.errors import UserError
 from pipeline.report.command import ReportOptions, write_report
 
@@ -36,8 +37,6 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> StudyConfig:
-        from pipeline.arguments import ConfigError
-
         if not path.is_file():
             raise ConfigError(f"study config {path} does not exist")
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -60,8 +59,6 @@ class StudyConfig:
         return config
 
     def recipe(self, name: str) -> Path:
-        from pipeline.arguments import ConfigError
-
         path = Path(self.recipes_dir) / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(
@@ -107,7 +104,6 @@ def train_all(config: StudyConfig) -> list[Path]:
     """Train each run not finished yet; return every finished run folder, in the study's order."""
     import torch
 
-    from pipeline.arguments import parse_args
     from pipeline.run_folder import RunFolder
     from pipeline.train import run
 

@@ -20,14 +20,7 @@ from huggingface_hub import get_token
 from transformers import Trainer, TrainerCallback, set_seed
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from pipeline.arguments import (
-    ChestXrayTrainingArguments,
-    ConfigError,
-    DataArguments,
-    ModelArguments,
-    parse_args,
-    resolved_config,
-)
+from pipeline.arguments import ConfigError, DataArguments, ModelArguments, parse_args, resolved_config
 from pipeline.augment import DeviceAugmentation
 from pipeline.checkpoints import CrashSafeCheckpoints, TrainingFinished, resolve_resume, resume_requested
 from pipeline.dataset import finding_names, load_dataset_dict
@@ -37,6 +30,7 @@ from pipeline.metrics import choose_thresholds, make_compute_metrics, sigmoid
 from pipeline.models import build_image_processor, build_model
 from pipeline.run_folder import RunFolder, TestSplitRecord
 from pipeline.tracking import add_tracking, finish_tracking
+from pipeline.training_arguments import ChestXrayTrainingArguments
 from pipeline.transforms import decode_transform, eval_transform, processor_geometry, train_transform
 
 

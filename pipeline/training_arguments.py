@@ -1,6 +1,6 @@
 """`TrainingArguments` with this project's defaults: imports transformers and torch, so only a run loads it.
 
-`pipeline.arguments` re-exports it; keeping it here lets a recipe's `--help` and its YAML checks answer at once.
+Apart from `pipeline.arguments`, so that a recipe's `--help` and its YAML checks answer at once.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ import torch
 import yaml
 from transformers import PreTrainedModel, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-from pipeline.arguments import ChestXrayTrainingArguments, DataArguments, ModelArguments, resolved_config
+from pipeline.arguments import DataArguments, ModelArguments, resolved_config
 from pipeline.labels import FINDINGS, id2label, label2id
 from pipeline.paper_cnn import PaperCNNConfig, PaperCNNForImageClassification
 from pipeline.published import OFFICIAL_TEST_IMAGES
+from pipeline.training_arguments import ChestXrayTrainingArguments
 
 SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "pipeline" / "assets" / "nih_sample"
 BASE_MODEL = "google/vit-base-patch16-224-in21k"
